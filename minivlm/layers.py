@@ -1,0 +1,56 @@
+"""The few tensor primitives every component shares: linear, the two norms, SwiGLU, attention.
+
+Everything in minivlm is a plain function over tensors taken straight from the checkpoint; these are the
+building blocks the ViT (`vit.py`), the connector (`pooler.py`) and the decoder (`decoder.py`) are written in.
+Keeping them in one place is what lets each component file read as "the paper's diagram, in code".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x Wᵀ + b, with W stored [out, in] as in nn.Linear."""
+    return F.linear(x, weight, bias)
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """The ViT's LayerNorm (mean and variance over the channel axis, affine with bias)."""
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """Qwen3's RMSNorm: the statistics in float32, cast back to x's dtype, *then* the weight multiply.
+
+    The order matters in bfloat16 (one rounding before the weight, as the official code does it).
+    """
+    x32 = x.float()
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return normed.to(x.dtype) * weight
+
+
+def swiglu(x: Tensor, up: Tensor, down: Tensor) -> Tensor:
+    """Gated MLP: `up` holds [value; gate] rows (value FIRST, unlike most SwiGLU checkpoints)."""
+    value, gate = linear(x, up).chunk(2, dim=-1)
+    return linear(F.silu(gate) * value, down)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Scaled dot-product attention with grouped-query heads.
+
+    q: [B, Hq, Lq, D]; k, v: [B, Hkv, Lk, D] with Hkv dividing Hq; mask: bool [B or 1, 1, Lq, Lk], True = may
+    attend. Query head h reads kv head h // (Hq / Hkv). Instead of copying each kv head Hq/Hkv times, the
+    queries that share a kv head are stacked along the length axis, so K and V (the KV cache) are read once.
+    """
+    batch, n_heads, q_len, head_dim = q.shape
+    n_kv_heads = k.shape[1]
+    group = n_heads // n_kv_heads
+    if group > 1:
+        q = q.reshape(batch, n_kv_heads, group * q_len, head_dim)  # [B, Hkv, G·Lq, D]
+        if mask is not None:
+            mask = mask.repeat(1, 1, group, 1)  # [B, 1, G·Lq, Lk]: the same mask for each stacked query head
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=head_dim**-0.5)
+    return out.reshape(batch, n_heads, q_len, head_dim)  # [B, Hq, Lq, D]

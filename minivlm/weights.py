@@ -1,0 +1,160 @@
+"""Checkpoint loading: `.safetensors` -> a flat dict of plain tensors, keyed by the official names.
+
+Nothing is renamed: `w["model.vision_model.layers.3.attn.qkv_w.weight"]` is exactly the checkpoint's tensor.
+Before any data is read we check every key the config implies, with its shape, and report all problems at
+once. Tensors are read one at a time from the memory-mapped file and cast on the way, so loading a float32
+checkpoint into bfloat16 never holds two full copies. Only safetensors are read; pickle files never are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .config import ModelConfig
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+class WeightsError(ValueError):
+    """The checkpoint's tensors do not match what its config.json describes, or a file is missing/broken."""
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the official checkpoint with its shape, derived from the config (SPEC §2.2)."""
+    v, t = cfg.vision, cfg.text
+    vw, tw = v.hidden_size, t.hidden_size
+    patch_dim = v.patch_size * v.patch_size * 3
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.vision_model.patch_embed.proj.weight": (vw, patch_dim),
+        "model.vision_model.patch_embed.proj.bias": (vw,),
+        "model.vision_model.pos_embed": (v.grid * v.grid, vw),
+        "model.vision_model.post_lnorm.weight": (vw,),
+        "model.vision_model.post_lnorm.bias": (vw,),
+    }
+    for i in range(v.n_layers):
+        p = f"model.vision_model.layers.{i}."
+        shapes.update({
+            p + "attn_lnorm.weight": (vw,), p + "attn_lnorm.bias": (vw,),
+            p + "attn.qkv_w.weight": (3 * v.n_heads * v.head_dim, vw),
+            p + "attn.q_b": (v.n_heads * v.head_dim,), p + "attn.k_b": (v.n_heads * v.head_dim,),
+            p + "attn.v_b": (v.n_heads * v.head_dim,),
+            p + "attn.out.weight": (vw, v.n_heads * v.head_dim), p + "attn.out.bias": (vw,),
+            p + "ffn_lnorm.weight": (vw,), p + "ffn_lnorm.bias": (vw,),
+            p + "ffn.up.weight": (v.mlp_size, vw), p + "ffn.up.bias": (v.mlp_size,),
+            p + "ffn.down.weight": (vw, v.mlp_size), p + "ffn.down.bias": (vw,),
+        })
+    feat = vw * len(v.vit_layers)
+    pool = v.pool_n_heads * v.pool_head_dim
+    c = "model.vision_model.vl_connector."
+    shapes.update({
+        c + "pad_embed": (2, feat),
+        c + "pooling.q_w.weight": (pool, feat), c + "pooling.kv_w.weight": (2 * pool, feat),
+        c + "pooling.q_b": (pool,), c + "pooling.k_b": (pool,), c + "pooling.v_b": (pool,),
+        c + "pooling.out.weight": (vw, pool), c + "pooling.out.bias": (vw,),
+        c + "projector.up.weight": (2 * v.projector_size, vw),
+        c + "projector.down.weight": (v.output_size, v.projector_size),
+    })
+    q_size, kv_size = t.n_heads * t.head_dim, t.n_kv_heads * t.head_dim
+    shapes.update({
+        "model.language_model.embedding.embedding": (t.embedding_size, tw),
+        "model.language_model.embedding.new_embedding": (t.additional_vocab_size, tw),
+        "model.language_model.ln_f.weight": (tw,),
+        "lm_head.weight": (t.embedding_size, tw),
+    })
+    for j in range(t.n_layers):
+        p = f"model.language_model.layers.{j}."
+        shapes.update({
+            p + "attn_lnorm.weight": (tw,),
+            p + "attn.qkv_w.weight": (q_size + 2 * kv_size, tw),
+            p + "attn.q_b": (q_size,), p + "attn.k_b": (kv_size,), p + "attn.v_b": (kv_size,),
+            p + "attn.q_lnorm.weight": (t.head_dim,), p + "attn.k_lnorm.weight": (t.head_dim,),
+            p + "attn.out.weight": (tw, q_size),
+            p + "ffn_lnorm.weight": (tw,),
+            p + "ffn.up.weight": (2 * t.mlp_size, tw), p + "ffn.down.weight": (tw, t.mlp_size),
+        })
+    return shapes
+
+
+def unused_keys(cfg: ModelConfig) -> set[str]:
+    """Tensors that are checked but never loaded: ViT blocks after the deepest selected one, and post_lnorm."""
+    v = cfg.vision
+    dead = {"model.vision_model.post_lnorm.weight", "model.vision_model.post_lnorm.bias"}
+    for i in range(max(v.selected_blocks) + 1, v.n_layers):
+        dead |= {k for k in expected_shapes(cfg) if k.startswith(f"model.vision_model.layers.{i}.")}
+    return dead
+
+
+def shard_map(checkpoint_dir: Path) -> dict[str, Path]:
+    """key -> file holding it, for a single `model.safetensors` or a sharded index."""
+    index_path, single_path = checkpoint_dir / INDEX_FILE, checkpoint_dir / SINGLE_FILE
+    if index_path.is_file():
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise WeightsError(f"{index_path}: not a safetensors index with a 'weight_map' ({e})") from None
+        files = {name: checkpoint_dir / name for name in set(weight_map.values())}
+        missing = sorted(str(f) for f in files.values() if not f.is_file())
+        if missing:
+            raise WeightsError(f"{index_path} names shard files that are not there: {', '.join(missing)} "
+                               "(an interrupted download? fetch the checkpoint again)")
+        return {key: files[name] for key, name in weight_map.items()}
+    if single_path.is_file():
+        with _open(single_path) as f:
+            return {key: single_path for key in f.keys()}
+    found = sorted(p.name for p in checkpoint_dir.glob("*.bin")) + sorted(p.name for p in checkpoint_dir.glob("*.pt*"))
+    hint = f" (found {', '.join(found)}: pickle checkpoints are never loaded; convert them to safetensors)" if found else ""
+    raise WeightsError(f"{checkpoint_dir}: neither {SINGLE_FILE} nor {INDEX_FILE} found{hint}")
+
+
+def _open(path: Path):
+    try:
+        return safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(f"{path}: not a readable safetensors file ({e}); re-download it") from None
+
+
+def check_shapes(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], where: str) -> None:
+    """Raise one WeightsError listing every missing, unexpected and misshaped tensor."""
+    problems = [f"  missing     {k}  expected {list(s)}" for k, s in expected.items() if k not in found]
+    problems += [f"  unexpected  {k}  found {list(s)}" for k, s in found.items() if k not in expected]
+    problems += [f"  wrong shape {k}  expected {list(s)}, found {list(found[k])}"
+                 for k, s in expected.items() if k in found and tuple(found[k]) != s]
+    if problems:
+        raise WeightsError(f"{where} does not match its config.json ({len(problems)} problems):\n" + "\n".join(problems))
+
+
+def load_weights(checkpoint_dir: str | Path, cfg: ModelConfig, dtype: torch.dtype | None = None,
+                 device: str | torch.device = "cpu", check_finite: bool = False) -> dict[str, torch.Tensor]:
+    """Read the checkpoint tensor by tensor (memory-mapped), cast each to `dtype` (None keeps the stored one)."""
+    root = Path(checkpoint_dir)
+    locations = shard_map(root)
+    by_file: dict[Path, list[str]] = {}
+    for key, path in locations.items():
+        by_file.setdefault(path, []).append(key)
+    found: dict[str, tuple[int, ...]] = {}
+    for path, keys in by_file.items():
+        with _open(path) as f:
+            available = set(f.keys())
+            for key in keys:
+                if key not in available:
+                    raise WeightsError(f"{path}: the index says it holds {key}, but it does not")
+                found[key] = tuple(f.get_slice(key).get_shape())
+    check_shapes(found, expected_shapes(cfg), str(root))
+
+    skip = unused_keys(cfg)
+    weights: dict[str, torch.Tensor] = {}
+    for path, keys in by_file.items():
+        with _open(path) as f:
+            for key in keys:
+                if key in skip:
+                    continue
+                tensor = f.get_tensor(key).to(device=device, dtype=dtype)
+                if check_finite and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    raise WeightsError(f"{path}: tensor {key} contains NaN or Inf values (a corrupt download?)")
+                weights[key] = tensor
+    return weights
