@@ -44,6 +44,28 @@ class GenerationResult:
     step_logits: Tensor | None = None  # [new tokens, vocab] float32, when asked for
 
 
+def encode_images(weights: dict[str, Tensor], cfg: ModelConfig, images: Tensor, image_masks: Tensor) -> Tensor:
+    """Crops [crops, 729, 588] -> ViT -> connector: [crops, 196, text width]."""
+    features = vit_features(images, weights, cfg.vision)  # [crops, 729, 2·1152]
+    return connector(features, image_masks, weights, cfg.vision)
+
+
+def prefill(weights: dict[str, Tensor], cfg: ModelConfig, batch: dict[str, Tensor],
+            cache: KVCache) -> tuple[Tensor, Tensor]:
+    """A collated prompt batch (see processor.collate) through vision and decoder.
+
+    Returns the final hidden states [B, L, width] (apply `lm_head` for logits) and the positions [B, L].
+    Plain tensor code all the way: autograd flows through it (the tiny model's training uses it).
+    """
+    x = embed_tokens(batch["input_ids"], weights)  # [B, L, width]
+    if len(batch["images"]):
+        features = encode_images(weights, cfg, batch["images"], batch["image_masks"])
+        x = add_image_features(x, features, batch["image_input_idx"], batch["crop_batch_index"])
+    valid = batch["attention_mask"]
+    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # left padding: each row counts from its first token
+    return decode(x, positions, valid, weights, cfg.text, cache), positions
+
+
 class VLM:
     def __init__(self, cfg: ModelConfig, weights: dict[str, Tensor], tokenizer: Tokenizer,
                  chat_template: str | None, stop_ids: list[int], device: torch.device, dtype: torch.dtype):
@@ -57,32 +79,19 @@ class VLM:
         """input_ids [L], images [crops, 729, 588], image_masks [crops, 729], image_input_idx [crops, 196]."""
         return preprocess(text, list(images), self.tokenizer, self.cfg)
 
+    @torch.inference_mode()
     def encode_images(self, batch: dict[str, Tensor]) -> Tensor:
         """Crops -> ViT -> connector: [crops, 196, text width]."""
-        patches = batch["images"].to(self.device)
-        features = vit_features(patches, self.weights, self.cfg.vision)  # [crops, 729, 2·1152]
-        return connector(features, batch["image_masks"].to(self.device), self.weights, self.cfg.vision)
+        return encode_images(self.weights, self.cfg, batch["images"].to(self.device),
+                             batch["image_masks"].to(self.device))
 
     # -- language -----------------------------------------------------------------------------------------
 
-    def _embed_prompt(self, batch: dict[str, Tensor]) -> Tensor:
-        """Token embeddings with each kept visual vector added at its <im_patch>: [B, L, width]."""
-        x = embed_tokens(batch["input_ids"].to(self.device), self.weights)
-        if len(batch["images"]):
-            features = self.encode_images(batch)
-            x = add_image_features(x, features, batch["image_input_idx"].to(self.device),
-                                   batch["crop_batch_index"].to(self.device))
-        return x
-
-    def _prefill(self, batch: dict[str, Tensor], cache: KVCache) -> tuple[Tensor, Tensor]:
-        """Run a collated prompt batch through the decoder: final hidden states [B, L, width], positions [B, L]."""
-        valid = batch["attention_mask"].to(self.device)
-        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # left padding: each row counts from its first token
-        hidden = decode(self._embed_prompt(batch), positions, valid, self.weights, self.cfg.text, cache)
-        return hidden, positions
-
     def _new_cache(self, batch: int, capacity: int) -> KVCache:
         return KVCache.empty(self.cfg.text, batch, capacity, self.dtype, self.device)
+
+    def _prefill(self, batch: dict[str, Tensor], cache: KVCache) -> tuple[Tensor, Tensor]:
+        return prefill(self.weights, self.cfg, {k: v.to(self.device) for k, v in batch.items()}, cache)
 
     @torch.inference_mode()
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
