@@ -40,7 +40,7 @@ class GenerationResult:
     token_ids: list[int]  # the new tokens only (a stop token included if one ended the answer)
     text: str  # their text, special tokens skipped
     prompt_tokens: int
-    timings: dict[str, float] = field(default_factory=dict)  # vision_s, prefill_s, decode_s, decode_tok_s
+    timings: dict[str, float] = field(default_factory=dict)  # ttft_s, decode_s, decode_tok_s
     step_logits: Tensor | None = None  # [new tokens, vocab] float32, when asked for
 
 
@@ -128,63 +128,89 @@ class VLM:
                        return_logits: bool = False) -> list[GenerationResult]:
         """Answer several prompts at once, left-padded into one batch; each gets the tokens it would get alone
         (greedy). `on_text` streams the first prompt's answer."""
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         if len(texts) != len(images):
             raise ValueError(f"{len(texts)} prompts but {len(images)} image lists")
         settings = SamplingSettings(temperature, top_k, top_p, repetition_penalty)
-        stops = torch.tensor(list(self.stop_ids if stop_ids is None else stop_ids), dtype=torch.long, device=self.device)
-        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-
-        t0 = time.perf_counter()
         batch = collate([self.preprocess(t, ims) for t, ims in zip(texts, images)])
-        n_rows, prompt_len = batch["input_ids"].shape
-        cache = self._new_cache(n_rows, prompt_len + max_new_tokens)
-        hidden, positions = self._prefill(batch, cache)
-        logits = lm_head(hidden[:, -1], self.weights)  # [B, vocab]
-        t_first = time.perf_counter()
-
-        valid = batch["attention_mask"].to(self.device)
-        seen = torch.where(valid, batch["input_ids"].to(self.device), batch["input_ids"][:, -1:].to(self.device))
-        next_position = positions[:, -1] + 1  # [B]
-        finished = torch.zeros(n_rows, dtype=torch.bool, device=self.device)
-        new_ids: list[Tensor] = []
-        step_logits: list[Tensor] = []
         stream = TextStream(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
-        for step in range(max_new_tokens):
-            if return_logits:
-                step_logits.append(logits)
-            token = next_token(logits, settings, seen, generator)  # [B]
-            new_ids.append(torch.where(finished, -1, token))  # -1 marks rows that had already stopped
-            if on_text is not None and not finished[0]:
-                on_text(stream.push(int(token[0])))
-            finished |= torch.isin(token, stops)
-            if bool(finished.all()) or step == max_new_tokens - 1:
-                break
-            seen = torch.cat([seen, token[:, None]], dim=1)
-            x = embed_tokens(token[:, None], self.weights)  # [B, 1, width]
-            hidden = decode(x, next_position[:, None], torch.ones_like(finished)[:, None], self.weights,
-                            self.cfg.text, cache)
-            logits = lm_head(hidden[:, -1], self.weights)
-            next_position = next_position + 1
+        on_token = None if on_text is None else (lambda token: on_text(stream.push(token)))
+        out = generate_tokens(self.weights, self.cfg, {k: v.to(self.device) for k, v in batch.items()},
+                              max_new_tokens, settings, self.stop_ids if stop_ids is None else stop_ids,
+                              self.dtype, seed, on_token, return_logits)
         if on_text is not None:
             on_text(stream.flush())
-        t_end = time.perf_counter()
-
-        # The vision time is inside the prefill; report it separately by timing encode_images on its own is
-        # what the bench does. Here: time to first token and the decode rate.
-        generated = torch.stack(new_ids, dim=1).tolist()  # [B, steps]
-        decode_s = t_end - t_first
         results = []
-        for b, row in enumerate(generated):
+        for b, row in enumerate(out.token_ids.tolist()):
             ids = [i for i in row if i >= 0]
-            timings = {"prefill_s": t_first - t0, "decode_s": decode_s,
-                       "decode_tok_s": (len(generated[0]) - 1) / decode_s if decode_s > 0 and len(row) > 1 else 0.0}
             results.append(GenerationResult(
                 token_ids=ids, text=self.tokenizer.decode(ids, skip_special_tokens=True),
-                prompt_tokens=int(valid[b].sum()), timings=timings,
-                step_logits=torch.stack([lg[b] for lg in step_logits][:len(ids)]) if return_logits else None))
+                prompt_tokens=int(batch["attention_mask"][b].sum()), timings=out.timings,
+                step_logits=out.step_logits[b, :len(ids)] if return_logits else None))
         return results
+
+
+@dataclass
+class Generation:
+    token_ids: Tensor  # [B, steps]; -1 after a row has stopped
+    timings: dict[str, float]  # ttft_s (prefill with vision + first token), decode_s, decode_tok_s
+    step_logits: Tensor | None  # [B, steps, vocab] float32 when asked for
+
+
+def _sync(device: torch.device) -> float:
+    """A timestamp taken after the device has finished its queued work (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@torch.inference_mode()
+def generate_tokens(weights: dict[str, Tensor], cfg: ModelConfig, batch: dict[str, Tensor], max_new_tokens: int,
+                    settings: SamplingSettings, stop_ids: Sequence[int], dtype: torch.dtype, seed: int | None = None,
+                    on_token: Callable[[int], None] | None = None, return_logits: bool = False) -> Generation:
+    """The decoding loop on a collated batch: one prefill (images enter only here), then one token per step.
+
+    Rows that produce a stop id are finished; the loop ends when all are, or after max_new_tokens.
+    `on_token` receives each new token of row 0 as it is chosen (for streaming).
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    device = batch["input_ids"].device
+    stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    n_rows, prompt_len = batch["input_ids"].shape
+
+    t_start = _sync(device)
+    cache = KVCache.empty(cfg.text, n_rows, prompt_len + max_new_tokens, dtype, device)
+    hidden, positions = prefill(weights, cfg, batch, cache)
+    logits = lm_head(hidden[:, -1], weights)  # [B, vocab]: the only position whose logits we need
+    # Repetition penalty looks at the prompt too; left-padding slots repeat a real token so they change nothing.
+    seen = torch.where(batch["attention_mask"], batch["input_ids"], batch["input_ids"][:, -1:])
+    next_position = positions[:, -1] + 1  # [B]
+    finished = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    new_ids, step_logits = [], []
+    for step in range(max_new_tokens):
+        if return_logits:
+            step_logits.append(logits)
+        token = next_token(logits, settings, seen, generator)  # [B]
+        if step == 0:
+            t_first = _sync(device)
+        new_ids.append(torch.where(finished, -1, token))  # -1 marks rows that had already stopped
+        if on_token is not None and not finished[0]:
+            on_token(int(token[0]))
+        finished |= torch.isin(token, stops)
+        if step == max_new_tokens - 1 or bool(finished.all()):
+            break
+        seen = torch.cat([seen, token[:, None]], dim=1)
+        hidden = decode(embed_tokens(token[:, None], weights), next_position[:, None],
+                        torch.ones_like(finished)[:, None], weights, cfg.text, cache)
+        logits = lm_head(hidden[:, -1], weights)
+        next_position = next_position + 1
+    t_end = _sync(device)
+    decode_s, decoded = t_end - t_first, len(new_ids) - 1  # tokens after the first
+    timings = {"ttft_s": t_first - t_start, "decode_s": decode_s,
+               "decode_tok_s": decoded / decode_s if decoded and decode_s > 0 else 0.0}
+    return Generation(torch.stack(new_ids, dim=1), timings,
+                      torch.stack(step_logits, dim=1) if return_logits else None)
 
 
 def _stop_ids(root: Path, tokenizer: Tokenizer) -> list[int]:

@@ -149,12 +149,16 @@ def load_weights(checkpoint_dir: str | Path, cfg: ModelConfig, dtype: torch.dtyp
     skip = unused_keys(cfg)
     weights: dict[str, torch.Tensor] = {}
     for path, keys in by_file.items():
-        with _open(path) as f:
-            for key in keys:
-                if key in skip:
-                    continue
+        for key in keys:
+            if key in skip:
+                continue
+            # One open per tensor: get_tensor returns a view of the memory-mapped file, and the mapping lives
+            # as long as its handle. Were the file kept open, every page read so far would stay resident next
+            # to its cast copy (a float32 file loaded as bfloat16 would peak at both copies); this way only
+            # one tensor's pages are mapped at a time. Without a cast the view itself is kept: zero-copy.
+            with _open(path) as f:
                 tensor = f.get_tensor(key).to(device=device, dtype=dtype)
-                if check_finite and tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                    raise WeightsError(f"{path}: tensor {key} contains NaN or Inf values (a corrupt download?)")
-                weights[key] = tensor
+            if check_finite and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise WeightsError(f"{path}: tensor {key} contains NaN or Inf values (a corrupt download?)")
+            weights[key] = tensor
     return weights

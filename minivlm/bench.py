@@ -1,0 +1,207 @@
+"""`python -m minivlm.bench`: how fast is one image prompt, end to end, and how close to the hardware limit?
+
+    python -m minivlm.bench --random-init --image 1176x910 --dtype bfloat16 --new-tokens 64
+
+It times the vision encoder alone, the time to first token (vision + LLM prefill + first token) and the decode
+rate, and measures the machine's memory read bandwidth in the same run. Decoding one token must read every
+decoder weight once, so `bandwidth / bytes per token` is the decode roofline; `roofline_pct` is how much of it
+we reach. `--random-init` builds the full-size official architecture (minivlm/configs/jina-vlm, 2.48 B
+parameters) with random weights, so speed can be measured without the 5 GB download.
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import ModelConfig, load_config
+from .generate import DTYPES, check_device
+from .model import VLM, encode_images, generate_tokens, load
+from .processor import collate
+from .sampler import SamplingSettings
+from .tiler import ImageTokenIds, tile_image
+from .weights import expected_shapes, unused_keys
+
+REAL_CONFIG = Path(__file__).parent / "configs" / "jina-vlm"
+PROMPT = "Describe this image in detail."
+
+
+def random_weights(cfg: ModelConfig, dtype: torch.dtype, device: torch.device, seed: int = 0) -> dict:
+    """Every tensor the checkpoint would hold (minus the unused ones), drawn at a scale that keeps activations sane."""
+    torch.manual_seed(seed)
+    weights, skip = {}, unused_keys(cfg)
+    for key, shape in expected_shapes(cfg).items():
+        if key in skip:
+            continue
+        if "lnorm" in key or "ln_f" in key:
+            tensor = torch.ones(shape, dtype=dtype, device=device) if key.endswith("weight") else \
+                torch.zeros(shape, dtype=dtype, device=device)
+        else:
+            tensor = torch.empty(shape, dtype=dtype, device=device).normal_(0, 0.02)
+        weights[key] = tensor
+    return weights
+
+
+def synthetic_image(width: int, height: int) -> Image.Image:
+    """A smooth colour field with some structure (its content does not change the timing)."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), (x + y) % 256], axis=-1)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def random_init_batch(cfg: ModelConfig, image: Image.Image, n_text: int = 30, seed: int = 0) -> dict:
+    """Random text ids around the image block, the image ids in the additional rows as in the release (SPEC §7).
+
+    30 text tokens (the BOS included) + 1,744 image tokens = the official measurement's 1,774 for 1176x910.
+    """
+    vocab = cfg.text.embedding_size
+    ids = ImageTokenIds(start=vocab, end=vocab + 1, patch=vocab + 2, col=vocab + 3)
+    tiled = tile_image(image, cfg.preprocessor, ids)
+    text = torch.randint(0, cfg.text.vocab_size, (n_text,), generator=torch.Generator().manual_seed(seed))
+    sample = {"input_ids": torch.cat([text[:1], tiled.token_ids, text[1:]]),
+              "images": tiled.patches, "image_masks": tiled.image_masks,
+              "image_input_idx": torch.where(tiled.patch_positions >= 0, tiled.patch_positions + 1, -1)}
+    return collate([sample])
+
+
+def read_bandwidth_gbps(device: torch.device, gigabytes: float = 1.0, repeats: int = 7) -> float:
+    """Memory read bandwidth: the best time of summing a buffer far larger than any cache."""
+    buffer = torch.ones(int(gigabytes * 1e9) // 4, dtype=torch.float32, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = _now(device)
+        buffer.sum()
+        best = min(best, _now(device) - start)
+    return buffer.numel() * 4 / best / 1e9
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def decode_bytes_per_token(weights: dict, cfg: ModelConfig) -> int:
+    """Bytes every decode step must read: the decoder blocks, the final norm and the LM head (not the ViT,
+    not the embedding table, of which one row is read)."""
+    return sum(t.numel() * t.element_size() for k, t in weights.items()
+               if k.startswith("model.language_model.layers.") or k in ("model.language_model.ln_f.weight",
+                                                                          "lm_head.weight"))
+
+
+def peak_rss_gb() -> float:
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return kilobytes * (1 if sys.platform == "darwin" else 1024) / 1e9
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m minivlm.bench", description=__doc__.split("\n\n")[0])
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="checkpoint folder")
+    source.add_argument("--random-init", action="store_true", help="full-size official config, random weights")
+    p.add_argument("--config", default=str(REAL_CONFIG), help="with --random-init: folder holding config.json and "
+                                                              "preprocessor_config.json (default: the release's)")
+    p.add_argument("--image", default="1176x910", help="WxH for a synthetic image, or an image file")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    p.add_argument("--device", choices=["cpu", "cuda", "mps"], default="cpu")
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=1, help="timed runs; medians are reported")
+    return p.parse_args(argv)
+
+
+def load_image(spec: str) -> Image.Image:
+    if "x" in spec and all(part.isdigit() for part in spec.split("x", 1)):
+        width, height = map(int, spec.split("x", 1))
+        return synthetic_image(width, height)
+    from .image_io import open_image
+    return open_image(spec)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    check_device(args.device)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    image = load_image(args.image)
+    t0 = time.perf_counter()
+    if args.random_init:
+        cfg = load_config(args.config)
+        weights = random_weights(cfg, dtype, device)
+        batch = random_init_batch(cfg, image)
+        source = f"random init, config {args.config}"
+    else:
+        vlm: VLM = load(args.model, dtype=dtype, device=device)
+        cfg, weights = vlm.cfg, vlm.weights
+        prompt = vlm.render_chat([{"role": "user", "content": PROMPT}], 1)
+        batch = collate([vlm.preprocess(prompt, [image])])
+        source = args.model
+    load_s = time.perf_counter() - t0
+    batch = {k: v.to(device) for k, v in batch.items()}
+    print(f"model: {source}; {sum(t.numel() for t in weights.values()) / 1e9:.3f} B parameters loaded "
+          f"in {load_s:.1f} s; prompt {batch['input_ids'].shape[1]} tokens, {len(batch['images'])} crops",
+          file=sys.stderr)
+
+    # Warm-up: one short text-only generation and one crop, so one-time kernel set-up is not timed.
+    warm = {"input_ids": batch["input_ids"][:, -8:], "attention_mask": batch["attention_mask"][:, -8:],
+            "images": batch["images"][:0], "image_masks": batch["image_masks"][:0],
+            "image_input_idx": batch["image_input_idx"][:0], "crop_batch_index": batch["crop_batch_index"][:0]}
+    generate_tokens(weights, cfg, warm, 2, SamplingSettings(), [], dtype)
+    with torch.inference_mode():
+        encode_images(weights, cfg, batch["images"][:1], batch["image_masks"][:1])
+
+    runs = []
+    for _ in range(args.repeat):
+        start = _now(device)
+        with torch.inference_mode():
+            encode_images(weights, cfg, batch["images"], batch["image_masks"])
+        vision_s = _now(device) - start
+        out = generate_tokens(weights, cfg, batch, args.new_tokens, SamplingSettings(), [], dtype)
+        runs.append({"vision_s": vision_s, **out.timings})
+    bandwidth = read_bandwidth_gbps(device)
+    per_token = decode_bytes_per_token(weights, cfg)
+    decode_tok_s = statistics.median(r["decode_tok_s"] for r in runs)
+    result = {
+        "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(device),
+        "dtype": args.dtype, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "prompt_tokens": int(batch["input_ids"].shape[1]),
+        "crops": len(batch["images"]), "new_tokens": args.new_tokens, "repeat": args.repeat,
+        "vision_s": statistics.median(r["vision_s"] for r in runs),
+        "ttft_s": statistics.median(r["ttft_s"] for r in runs),
+        "decode_tok_s": decode_tok_s,
+        "bandwidth_gbps": bandwidth,
+        "bytes_per_token_gb": per_token / 1e9,
+        "roofline_tok_s": bandwidth * 1e9 / per_token,
+        "roofline_pct": 100 * decode_tok_s * per_token / (bandwidth * 1e9),
+        "weight_gb": sum(t.numel() * t.element_size() for t in weights.values()) / 1e9,
+        "peak_rss_gb": peak_rss_gb(),
+    }
+    if device.type == "cuda":
+        result["peak_gpu_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    rows = [("vision", f"{result['vision_s']:.3f} s"), ("time to first token", f"{result['ttft_s']:.3f} s"),
+            ("decode", f"{decode_tok_s:.2f} tokens/s"), ("memory bandwidth (read)", f"{bandwidth:.1f} GB/s"),
+            ("decode roofline", f"{result['roofline_tok_s']:.2f} tokens/s ({result['bytes_per_token_gb']:.2f} GB "
+                                f"per token)"),
+            ("of roofline", f"{result['roofline_pct']:.0f} %"), ("weights", f"{result['weight_gb']:.2f} GB"),
+            ("peak RSS", f"{result['peak_rss_gb']:.2f} GB")]
+    if "peak_gpu_gb" in result:
+        rows.append(("peak GPU memory", f"{result['peak_gpu_gb']:.2f} GB"))
+    print(f"\nminivlm bench: {result['device']}, {args.dtype}, {result['prompt_tokens']} prompt tokens, "
+          f"{args.new_tokens} new tokens, median of {args.repeat}")
+    for name, value in rows:
+        print(f"  {name:<24} {value}")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""bench.py smoke test: the command runs end to end on small models and prints its JSON line (not a timing test)."""
+
+import json
+
+import torch
+
+from minivlm import bench
+from minivlm.config import load_config
+from minivlm.weights import expected_shapes, unused_keys
+from conftest import FIXTURE_DIR
+
+KEYS = {"vision_s", "ttft_s", "decode_tok_s", "bandwidth_gbps", "roofline_pct", "peak_rss_gb", "weight_gb"}
+
+
+def test_bench_on_a_checkpoint(capsys):
+    result = bench.main(["--model", str(FIXTURE_DIR), "--image", "300x200", "--dtype", "float32", "--new-tokens", "4"])
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last_line) == result
+    assert KEYS <= set(result) and all(result[k] > 0 for k in KEYS)
+    assert result["prompt_tokens"] > 400 and result["new_tokens"] == 4
+
+
+def test_bench_random_init_small_config(capsys):
+    """--random-init with --config: the fixture's (tiny) architecture with fresh random weights, in bfloat16."""
+    result = bench.main(["--random-init", "--config", str(FIXTURE_DIR), "--image", "640x480", "--new-tokens", "3",
+                         "--repeat", "2"])
+    assert result["crops"] == 5 and result["dtype"] == "bfloat16" and result["repeat"] == 2
+    assert KEYS <= set(result)
+
+
+def test_random_init_covers_every_used_tensor():
+    cfg = load_config(FIXTURE_DIR)
+    weights = bench.random_weights(cfg, torch.bfloat16, torch.device("cpu"))
+    used = {k: s for k, s in expected_shapes(cfg).items() if k not in unused_keys(cfg)}
+    assert {k: tuple(t.shape) for k, t in weights.items()} == used
+
+
+def test_shipped_release_config_has_the_release_size():
+    shapes = expected_shapes(load_config(bench.REAL_CONFIG))
+    assert len(shapes) == 705 and sum(torch.Size(s).numel() for s in shapes.values()) == 2_481_141_616  # SPEC §2.2
