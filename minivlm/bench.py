@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 
 from .config import ModelConfig, load_config
-from .generate import DTYPES, check_device
+from .generate import DTYPES
+from .weights import check_device
 from .model import VLM, encode_images, generate_tokens, load
 from .processor import collate
 from .sampler import SamplingSettings

@@ -67,13 +67,17 @@ class KVCache:
                    valid=torch.zeros(batch, capacity, dtype=torch.bool, device=device))
 
 
-def attention_mask(cache: KVCache, q_len: int) -> Tensor:
+def attention_mask(cache: KVCache, q_len: int) -> Tensor | None:
     """bool [B, 1, q_len, length]: causal, no padded keys, and each query always sees itself.
 
     The last rule only matters for padding rows, which would otherwise attend to nothing (softmax of all -inf =
     NaN, and a NaN value times a zero weight still poisons the real rows' sums).
+    None when nothing is padded and the chunk is the whole sequence (plain causal) or one token (sees all):
+    attention then needs no mask tensor, which lets SDPA skip the masked half of a prefill.
     """
     k_len = cache.length
+    if (q_len == 1 or q_len == k_len) and bool(cache.valid[:, :k_len].all()):
+        return None
     q_pos = torch.arange(k_len - q_len, k_len, device=cache.valid.device)[:, None]  # [q_len, 1]
     k_pos = torch.arange(k_len, device=cache.valid.device)[None, :]  # [1, length]
     causal = k_pos <= q_pos  # [q_len, length]
@@ -82,7 +86,7 @@ def attention_mask(cache: KVCache, q_len: int) -> Tensor:
 
 
 def decoder_block(x: Tensor, w: dict[str, Tensor], j: int, cfg: TextConfig, cos: Tensor, sin: Tensor,
-                  cache: KVCache, mask: Tensor) -> Tensor:
+                  cache: KVCache, mask: Tensor | None) -> Tensor:
     """One Qwen3 block on x [B, L, width]; writes this layer's new keys/values into the cache."""
     p = f"{PREFIX}layers.{j}."
     batch, q_len, width = x.shape
@@ -100,7 +104,8 @@ def decoder_block(x: Tensor, w: dict[str, Tensor], j: int, cfg: TextConfig, cos:
     start = cache.length - q_len  # the caller advanced cache.length for this chunk already
     cache.keys[j][:, :, start:cache.length] = k
     cache.values[j][:, :, start:cache.length] = v
-    h = attention(q, cache.keys[j][:, :, :cache.length], cache.values[j][:, :, :cache.length], mask)
+    keys, values = cache.keys[j][:, :, :cache.length], cache.values[j][:, :, :cache.length]
+    h = attention(q, keys, values, mask, causal=mask is None and q_len > 1)
     h = h.transpose(1, 2).reshape(batch, q_len, q_size)  # [B, L, 16·128]
     x = x + linear(h, w[p + "attn.out.weight"])
 

@@ -38,19 +38,21 @@ def swiglu(x: Tensor, up: Tensor, down: Tensor) -> Tensor:
     return linear(F.silu(gate) * value, down)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Scaled dot-product attention with grouped-query heads.
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
+    """Scaled dot-product attention with grouped-query heads (query head h reads kv head h // (Hq / Hkv)).
 
-    q: [B, Hq, Lq, D]; k, v: [B, Hkv, Lk, D] with Hkv dividing Hq; mask: bool [B or 1, 1, Lq, Lk], True = may
-    attend. Query head h reads kv head h // (Hq / Hkv). Instead of copying each kv head Hq/Hkv times, the
-    queries that share a kv head are stacked along the length axis, so K and V (the KV cache) are read once.
+    q: [B, Hq, Lq, D]; k, v: [B, Hkv, Lk, D]; mask: bool [B or 1, 1, Lq, Lk], True = may attend, or None with
+    `causal` for plain causal attention (Lq = Lk), or None alone for full attention.
     """
     batch, n_heads, q_len, head_dim = q.shape
     n_kv_heads = k.shape[1]
     group = n_heads // n_kv_heads
-    if group > 1:
-        q = q.reshape(batch, n_kv_heads, group * q_len, head_dim)  # [B, Hkv, G·Lq, D]
-        if mask is not None:
-            mask = mask.repeat(1, 1, group, 1)  # [B, 1, G·Lq, Lk]: the same mask for each stacked query head
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=head_dim**-0.5)
+    if group > 1 and q_len == 1:
+        # Decoding: the query heads that share a kv head become that head's rows, so the KV cache is read once
+        # and never copied; a [B, 1, 1, Lk] mask broadcasts over them.
+        q = q.reshape(batch, n_kv_heads, group, head_dim)  # [B, Hkv, G, D]
+    elif group > 1:
+        k = k.repeat_interleave(group, dim=1)  # [B, Hq, Lk, D]
+        v = v.repeat_interleave(group, dim=1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=head_dim**-0.5)
     return out.reshape(batch, n_heads, q_len, head_dim)  # [B, Hq, Lq, D]
