@@ -18,6 +18,7 @@ from pathlib import Path
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .config import read_json
 from .tokenizer import IMAGE_PLACEHOLDER
 
 CHATML_FALLBACK = (
@@ -40,7 +41,7 @@ def load_chat_template(checkpoint_dir: str | Path) -> str | None:
         return (root / "chat_template.jinja").read_text(encoding="utf-8")
     for name in ("chat_template.json", "tokenizer_config.json"):
         if (root / name).is_file():
-            template = json.loads((root / name).read_text(encoding="utf-8")).get("chat_template")
+            template = read_json(root / name).get("chat_template")
             if isinstance(template, list):  # the list-of-named-templates form: take "default"
                 template = {t.get("name"): t.get("template") for t in template}.get("default")
             if template:

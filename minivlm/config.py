@@ -11,7 +11,7 @@ would silently build a different model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,12 +144,13 @@ class _Section:
         return value
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object from a checkpoint file; errors name the file."""
     if not path.is_file():
         raise ConfigError(f"{path} not found")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a broken download, or not a text file at all
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} should hold a JSON object")
@@ -298,14 +299,18 @@ def load_config(checkpoint_dir: str | Path) -> ModelConfig:
     """Read config.json, preprocessor_config.json and (optional) processor_config.json of a checkpoint."""
     root = Path(checkpoint_dir)
     config_file, pp_file = root / "config.json", root / "preprocessor_config.json"
-    top = _Section(_read_json(config_file), "", config_file)
+    if not config_file.is_file():
+        raise ConfigError(f"{root} is not a checkpoint folder: it has no config.json (a Jina-VLM checkpoint holds "
+                          "config.json, preprocessor_config.json, tokenizer.json and *.safetensors)")
+    top = _Section(read_json(config_file), "", config_file)
+    top.expect("model_type", "jvlm")  # another architecture's checkpoint: say so, not "vision_config is missing"
     vision = _vision_config(top.section("vision_config"))
     text = _text_config(top.section("text_config"))
     if vision.output_size != text.hidden_size:
         raise ConfigError(f"{config_file}: vision_config.output_size {vision.output_size} must equal "
                           f"text_config.hidden_size {text.hidden_size}")
     top.expect("tie_word_embeddings", False, missing_ok=True)
-    preprocessor = _preprocessor_config(_Section(_read_json(pp_file), "", pp_file))
+    preprocessor = _preprocessor_config(_Section(read_json(pp_file), "", pp_file))
     if (preprocessor.crop_size, preprocessor.patch_size) != (vision.image_size, vision.patch_size):
         raise ConfigError(f"{pp_file}: crops of {preprocessor.crop_size} px in {preprocessor.patch_size} px patches "
                           f"do not match the ViT's {vision.image_size} px / {vision.patch_size} px")
@@ -313,5 +318,12 @@ def load_config(checkpoint_dir: str | Path) -> ModelConfig:
         raise ConfigError(f"{pp_file}: pooling {preprocessor.pooling_h}x{preprocessor.pooling_w} does not match "
                           f"config.json's {vision.pool_h}x{vision.pool_w}")
     processor_file = root / "processor_config.json"
-    space = _read_json(processor_file).get("always_start_with_space", False) if processor_file.is_file() else False
+    space = read_json(processor_file).get("always_start_with_space", False) if processor_file.is_file() else False
     return ModelConfig(vision=vision, text=text, preprocessor=preprocessor, always_start_with_space=bool(space))
+
+
+def with_max_crops(cfg: ModelConfig, max_crops: int) -> ModelConfig:
+    """The same model with another tile budget: fewer crops give fewer image tokens (and less detail)."""
+    if isinstance(max_crops, bool) or not isinstance(max_crops, int) or max_crops < 1:
+        raise ConfigError(f"max_crops must be a positive integer, got {max_crops!r}")
+    return replace(cfg, preprocessor=replace(cfg.preprocessor, max_crops=max_crops))

@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
+
+from .image_io import MAX_IMAGE_PIXELS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -35,16 +38,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], default="cpu")
     p.add_argument("--raw", action="store_true", help="use the prompt verbatim (no chat template)")
     p.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, prompt_tokens, timings")
+    p.add_argument("--max-crops", type=int, default=None,
+                   help="tiles per image at most (default: the checkpoint's, 12); fewer = fewer image tokens")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="accept image files that end early (the missing part is filled in)")
+    p.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                   help=f"refuse larger images (default {MAX_IMAGE_PIXELS:,}; 0 = no limit)")
     p.add_argument("--check-weights", action="store_true", help="check every tensor for NaN/Inf while loading")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     return p.parse_args(argv)
-
-
-def check_device(device: str) -> None:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available to this PyTorch (use --device cpu)")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps: Apple's MPS backend is not available here (use --device cpu)")
 
 
 def resolve_model(model: str) -> Path:
@@ -74,16 +76,35 @@ def resolve_model(model: str) -> Path:
     return target
 
 
-def run(args: argparse.Namespace) -> None:
-    from . import load
-    from .image_io import open_image
+def check_args(args: argparse.Namespace) -> None:
+    """Every check that needs no model, so that a typo fails in a second, not after loading 5 GB."""
+    from .processor import check_prompt
+    from .sampler import SamplingSettings
+    from .weights import check_device
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.max_crops is not None and args.max_crops < 1:
+        raise ValueError(f"--max-crops must be at least 1, got {args.max_crops}")
+    if args.max_image_pixels < 0:
+        raise ValueError(f"--max-image-pixels must be >= 0 (0 = no limit), got {args.max_image_pixels}")
+    SamplingSettings(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
     check_device(args.device)
-    images = [open_image(p) for p in args.image]  # fail on a bad image before the (slow) model load
+    check_prompt(args.prompt, len(args.image))
+
+
+def run(args: argparse.Namespace) -> None:
+    from . import load
+    from .config import with_max_crops
+    from .image_io import open_image
+
+    check_args(args)
+    images = [open_image(p, allow_truncated=args.allow_truncated, max_image_pixels=args.max_image_pixels or None)
+              for p in args.image]  # fail on a bad image before the (slow) model load
     vlm = load(resolve_model(args.model), dtype=DTYPES[args.dtype], device=args.device,
                check_weights=args.check_weights)
+    if args.max_crops is not None:
+        vlm.cfg = with_max_crops(vlm.cfg, args.max_crops)
     prompt = args.prompt if args.raw else vlm.render_chat([{"role": "user", "content": args.prompt}], len(images))
     stream = None if args.json else (lambda piece: print(piece, end="", flush=True))
     result = vlm.generate(prompt, images, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -96,8 +117,14 @@ def run(args: argparse.Namespace) -> None:
         print()
 
 
+def one_line_warning(message, *args, **kwargs) -> str:
+    """Notes such as "animated image: using the first frame of 12" print as one line, like the errors."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    warnings.formatwarning = one_line_warning
     try:
         run(args)
     except (ValueError, FileNotFoundError, OSError) as e:

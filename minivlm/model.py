@@ -15,7 +15,6 @@ against a preallocated KV cache.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,14 +24,14 @@ import torch
 from torch import Tensor
 
 from .chat import load_chat_template, render_chat
-from .config import ModelConfig, load_config
+from .config import ConfigError, ModelConfig, load_config, read_json
 from .decoder import KVCache, add_image_features, decode, embed_tokens, lm_head
 from .pooler import connector
 from .processor import collate, preprocess
 from .sampler import SamplingSettings, TextStream, next_token
 from .tokenizer import Tokenizer
 from .vit import vit_features
-from .weights import load_weights
+from .weights import check_device, load_weights
 
 
 @dataclass
@@ -178,6 +177,10 @@ def generate_tokens(weights: dict[str, Tensor], cfg: ModelConfig, batch: dict[st
     stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     n_rows, prompt_len = batch["input_ids"].shape
+    if prompt_len + max_new_tokens > cfg.text.max_sequence_length:
+        raise ValueError(f"the prompt ({prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
+                         f"maximum sequence length of {cfg.text.max_sequence_length}; lower max_new_tokens or "
+                         "shorten the prompt")
 
     t_start = _sync(device)
     cache = KVCache.empty(cfg.text, n_rows, prompt_len + max_new_tokens, dtype, device)
@@ -217,9 +220,13 @@ def _stop_ids(root: Path, tokenizer: Tokenizer) -> list[int]:
     """eos ids of generation_config.json when present, else the tokenizer's eos."""
     path = root / "generation_config.json"
     if path.is_file():
-        eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+        eos = read_json(path).get("eos_token_id")
+        if isinstance(eos, int) and not isinstance(eos, bool):
+            return [eos]
+        if isinstance(eos, list) and all(isinstance(i, int) for i in eos):
+            return eos
         if eos is not None:
-            return [eos] if isinstance(eos, int) else list(eos)
+            raise ConfigError(f"{path}: eos_token_id should be an id or a list of ids, found {eos!r}")
     return [tokenizer.eos_id] if tokenizer.eos_id is not None else []
 
 
@@ -229,8 +236,8 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; point minivlm at a checkpoint folder (see weights/README.md)")
+    device = check_device(device)
     cfg = load_config(root)
     tokenizer = Tokenizer(root)
-    device = torch.device(device)
     weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights)
     return VLM(cfg, weights, tokenizer, load_chat_template(root), _stop_ids(root, tokenizer), device, dtype)

@@ -6,6 +6,8 @@ applies, in Hugging Face's order: repetition penalty, temperature, top-k, top-p,
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +22,12 @@ class SamplingSettings:
     repetition_penalty: float = 1.0  # 1 = off
 
     def __post_init__(self):
+        for name in ("temperature", "top_p", "repetition_penalty"):  # NaN and "0.7" would fail deep in torch
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, numbers.Integral):
+            raise ValueError(f"top_k must be an integer (0 = off), got {self.top_k!r}")
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:

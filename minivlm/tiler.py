@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from minivlm.config import PreprocessorConfig
-
-MAX_ASPECT_RATIO = 200  # smart_resize refuses longer strips
+from minivlm.image_io import ImageError, check_aspect_ratio, to_rgb_array  # noqa: F401 (ImageError: re-exported)
 
 
 @dataclass(frozen=True)
@@ -62,33 +61,9 @@ class TokenCounts:
     llm_positions: int  # pooled_used + layout_tokens = len(token_ids)
 
 
-class ImageError(ValueError):
-    """The image cannot be processed (wrong type, empty, too elongated)."""
-
-
-def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    """PIL image (any mode) or uint8 [H, W, 3] array -> uint8 [H, W, 3]."""
-    if isinstance(image, Image.Image):
-        # Like the official code: PIL's convert drops alpha without compositing; L and P expand to RGB.
-        image = np.array(image if image.mode == "RGB" else image.convert("RGB"))
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ImageError(f"expected a PIL image or a uint8 [H, W, 3] array, got {_describe(image)}; "
-                         "convert it with PIL's Image.open(...).convert('RGB')")
-    if 0 in image.shape:
-        raise ImageError(f"the image is empty ({image.shape[0]}x{image.shape[1]} px)")
-    return image
-
-
-def _describe(x: object) -> str:
-    return f"array {x.dtype} {list(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
-
-
 def smart_resize(height: int, width: int, cfg: PreprocessorConfig) -> tuple[int, int]:
     """Nearest size with sides divisible by patch_size and area in [min_pixels, max_pixels]."""
-    ratio = max(height, width) / min(height, width)
-    if ratio > MAX_ASPECT_RATIO:
-        raise ImageError(f"aspect ratio {ratio:.1f} ({width}x{height} px) exceeds the limit of {MAX_ASPECT_RATIO}; "
-                         "crop or pad the image to a less elongated shape")
+    check_aspect_ratio(width, height)
     f = cfg.patch_size
     h, w = round(height / f) * f, round(width / f) * f  # Python round: half to even, as upstream
     if h * w > cfg.max_pixels:

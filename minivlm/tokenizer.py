@@ -32,7 +32,7 @@ def _special_token_name(value) -> str | None:
 class Tokenizer:
     def __init__(self, checkpoint_dir: str | Path):
         root = Path(checkpoint_dir)
-        path = root / "tokenizer.json"
+        path = self.path = root / "tokenizer.json"
         if not path.is_file():
             raise TokenizerError(f"{path} not found: minivlm needs the fast-tokenizer file tokenizer.json")
         try:
@@ -42,7 +42,10 @@ class Tokenizer:
         config = {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the latter wins, as in transformers
             if (root / name).is_file():
-                config.update(json.loads((root / name).read_text(encoding="utf-8")))
+                try:
+                    config.update(json.loads((root / name).read_text(encoding="utf-8")))
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise TokenizerError(f"{root / name} is not valid JSON: {e}") from None
         eos = _special_token_name(config.get("eos_token"))
         bos = _special_token_name(config.get("bos_token"))
         self.model_max_length = config.get("model_max_length")
@@ -61,7 +64,7 @@ class Tokenizer:
         """The one id of a special token; it must encode to exactly one id, as the official processor requires."""
         ids = self.hf.encode(token, add_special_tokens=False).ids
         if len(ids) != 1 or self.hf.token_to_id(token) is None:
-            raise TokenizerError(f"tokenizer has no single token {token!r} (it encodes to {ids}); "
+            raise TokenizerError(f"{self.path} has no single token {token!r} (it encodes to {ids}); "
                                  "is this a Jina-VLM checkpoint's tokenizer?")
         return ids[0]
 

@@ -18,10 +18,27 @@ from .config import ModelConfig
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+MAX_LISTED = 20  # problems listed by name; a wholly different checkpoint would otherwise list hundreds
 
 
 class WeightsError(ValueError):
     """The checkpoint's tensors do not match what its config.json describes, or a file is missing/broken."""
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The device, if this PyTorch can use it; else a ValueError saying what to use instead (before any loading)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {str(device)!r} is not a PyTorch device ({e}); use 'cpu', 'cuda' or 'mps'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: no CUDA GPU is available to this PyTorch; use 'cpu'")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         "numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r}: Apple's MPS backend is not available here; use 'cpu'")
+    return device
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -106,8 +123,14 @@ def shard_map(checkpoint_dir: Path) -> dict[str, Path]:
     if single_path.is_file():
         with _open(single_path) as f:
             return {key: single_path for key in f.keys()}
-    found = sorted(p.name for p in checkpoint_dir.glob("*.bin")) + sorted(p.name for p in checkpoint_dir.glob("*.pt*"))
-    hint = f" (found {', '.join(found)}: pickle checkpoints are never loaded; convert them to safetensors)" if found else ""
+    shards = sorted(p.name for p in checkpoint_dir.glob("*.safetensors"))
+    pickles = sorted(p.name for pattern in ("*.bin", "*.pt*") for p in checkpoint_dir.glob(pattern))
+    if shards:  # without the index we cannot know whether every shard is there
+        hint = f" (found {', '.join(shards)} but no index: an incomplete download? fetch {INDEX_FILE} too)"
+    elif pickles:
+        hint = f" (found {', '.join(pickles)}: pickle checkpoints are never loaded; convert them to safetensors)"
+    else:
+        hint = ""
     raise WeightsError(f"{checkpoint_dir}: neither {SINGLE_FILE} nor {INDEX_FILE} found{hint}")
 
 
@@ -125,12 +148,19 @@ def check_shapes(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[in
     problems += [f"  wrong shape {k}  expected {list(s)}, found {list(found[k])}"
                  for k, s in expected.items() if k in found and tuple(found[k]) != s]
     if problems:
-        raise WeightsError(f"{where} does not match its config.json ({len(problems)} problems):\n" + "\n".join(problems))
+        hint = ("; none of the expected tensors is there: is this the official (transformers) Jina-VLM format?"
+                if not expected.keys() & found.keys() else "")
+        listed = problems[:MAX_LISTED]
+        if len(problems) > MAX_LISTED:
+            listed.append(f"  ... and {len(problems) - MAX_LISTED} more")
+        raise WeightsError(f"{where} does not match its config.json ({len(problems)} problems{hint}):\n"
+                           + "\n".join(listed))
 
 
 def load_weights(checkpoint_dir: str | Path, cfg: ModelConfig, dtype: torch.dtype | None = None,
                  device: str | torch.device = "cpu", check_finite: bool = False) -> dict[str, torch.Tensor]:
     """Read the checkpoint tensor by tensor (memory-mapped), cast each to `dtype` (None keeps the stored one)."""
+    device = check_device(device)  # minivlm.load(device="cuda") without a GPU: a clear ValueError, not torch's
     root = Path(checkpoint_dir)
     locations = shard_map(root)
     by_file: dict[Path, list[str]] = {}

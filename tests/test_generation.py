@@ -132,3 +132,24 @@ def test_streamed_text_is_the_answer(vlm):
     pieces = []
     out = vlm.generate(case["prompt"], max_new_tokens=8, stop_ids=[], on_text=pieces.append)
     assert "".join(pieces) == out.text
+
+
+def test_prompt_plus_new_tokens_must_fit(vlm):
+    with pytest.raises(ValueError, match="exceeds the model's maximum sequence length of 40960"):
+        vlm.generate("hi", max_new_tokens=40_960)
+
+
+@pytest.mark.parametrize("eos, expected", [(442, [442]), ([442, 509], [442, 509]), ("x", None)])
+def test_stop_ids_from_generation_config(tmp_path, eos, expected):
+    import json
+    import shutil
+
+    for f in FIXTURE_DIR.iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
+    if expected is None:
+        with pytest.raises(ValueError, match="generation_config.json: eos_token_id should be an id or a list"):
+            minivlm.load(tmp_path)
+    else:
+        assert minivlm.load(tmp_path).stop_ids == expected
