@@ -8,13 +8,13 @@ STAMP := $(VENV)/.minivlm-installed
 
 FIXTURE := tests/fixtures/jvlm-tiny
 
-.PHONY: demo test weights clean
+.PHONY: demo test notebooks weights clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(if $(TORCH),$(PY) -m pip install -q "$(TORCH)")
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,notebooks]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Re-execute notebooks/*.ipynb top to bottom and store them with their outputs (tests/test_notebooks.py runs them too).
+notebooks: $(STAMP)
+	$(PY) notebooks/run_notebooks.py --save
 
 # The real model: about 5 GB (bfloat16) from the Hugging Face Hub into weights/jina-vlm.
 weights: $(STAMP)
