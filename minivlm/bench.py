@@ -28,7 +28,8 @@ from PIL import Image
 from .config import ModelConfig, load_config
 from .generate import DTYPES
 from .weights import check_device
-from .model import VLM, encode_images, generate_tokens, load
+from .layers import pack_for_cpu
+from .model import VLM, decoder_matrices, encode_images, generate_tokens, load
 from .processor import collate
 from .sampler import SamplingSettings
 from .tiler import ImageTokenIds, tile_image
@@ -141,6 +142,8 @@ def main(argv=None) -> dict:
     if args.random_init:
         cfg = load_config(args.config)
         weights = random_weights(cfg, dtype, device)
+        if device.type == "cpu" and dtype == torch.bfloat16:  # what minivlm.load does
+            pack_for_cpu(weights, decoder_matrices(weights))
         batch = random_init_batch(cfg, image)
         source = f"random init, config {args.config}"
     else:

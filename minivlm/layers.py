@@ -13,8 +13,30 @@ from torch import Tensor
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """y = x Wᵀ + b, with W stored [out, in] as in nn.Linear."""
+    """y = x Wᵀ + b, with W stored [out, in] as in nn.Linear (or prepacked by `pack_for_cpu`)."""
+    if weight.is_mkldnn:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
+
+
+def pack_for_cpu(weights: dict[str, Tensor], keys: list[str]) -> bool:
+    """Replace these bfloat16 [out, in] weights, in place, by oneDNN's prepacked layout for one-row inputs.
+
+    Decoding multiplies one token's vector by every decoder matrix, a matrix-vector product bound by memory
+    reads; on CPU, oneDNN runs it about twice as fast from its own blocked layout (measured by
+    `python -m minivlm.bench`), with bit-identical results and the same memory (the packed copy replaces the
+    plain one). Returns False, changing nothing, where this PyTorch build cannot do it.
+    """
+    try:
+        probe = torch.ones(4, 4, dtype=torch.bfloat16)
+        packed = torch.ops.mkldnn._reorder_linear_weight(probe, 1)
+        if not torch.equal(linear(probe[:1], packed), F.linear(probe[:1], probe)):
+            return False
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+    for key in keys:
+        weights[key] = torch.ops.mkldnn._reorder_linear_weight(weights[key], 1)
+    return True
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:

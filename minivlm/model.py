@@ -31,6 +31,7 @@ from .processor import collate, preprocess
 from .sampler import SamplingSettings, TextStream, next_token
 from .tokenizer import Tokenizer
 from .vit import vit_features
+from .layers import pack_for_cpu
 from .weights import check_device, load_weights
 
 
@@ -216,6 +217,12 @@ def generate_tokens(weights: dict[str, Tensor], cfg: ModelConfig, batch: dict[st
                       torch.stack(step_logits, dim=1) if return_logits else None)
 
 
+def decoder_matrices(weights: dict[str, Tensor]) -> list[str]:
+    """The matrices every decoding step reads: each block's qkv, out, up and down, and the LM head."""
+    return [k for k, t in weights.items() if t.dim() == 2 and k.endswith(".weight")
+            and (k.startswith("model.language_model.layers.") or k == "lm_head.weight")]
+
+
 def _stop_ids(root: Path, tokenizer: Tokenizer) -> list[int]:
     """eos ids of generation_config.json when present, else the tokenizer's eos."""
     path = root / "generation_config.json"
@@ -231,8 +238,12 @@ def _stop_ids(root: Path, tokenizer: Tokenizer) -> list[int]:
 
 
 def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-         check_weights: bool = False) -> VLM:
-    """Load an official-format Jina-VLM checkpoint folder (config.json, model.safetensors, tokenizer.json, ...)."""
+         check_weights: bool = False, pack: bool = True) -> VLM:
+    """Load an official-format Jina-VLM checkpoint folder (config.json, model.safetensors, tokenizer.json, ...).
+
+    On CPU in bfloat16 the decoder's matrices are prepacked for fast decoding (`layers.pack_for_cpu`; same
+    numbers); `pack=False` keeps every weight a plain tensor, e.g. to inspect or train them.
+    """
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; point minivlm at a checkpoint folder (see weights/README.md)")
@@ -240,4 +251,6 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
     cfg = load_config(root)
     tokenizer = Tokenizer(root)
     weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights)
+    if pack and device.type == "cpu" and dtype == torch.bfloat16:
+        pack_for_cpu(weights, decoder_matrices(weights))
     return VLM(cfg, weights, tokenizer, load_chat_template(root), _stop_ids(root, tokenizer), device, dtype)
