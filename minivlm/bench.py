@@ -174,6 +174,8 @@ def main(argv=None) -> dict:
         vision_s = _now(device) - start
         out = generate_tokens(weights, cfg, batch, args.new_tokens, SamplingSettings(), [], dtype)
         runs.append({"vision_s": vision_s, **out.timings})
+    peak_rss = peak_rss_gb()  # before the bandwidth probe allocates its own 1 GB buffer
+    peak_gpu = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     bandwidth = read_bandwidth_gbps(device)
     per_token = decode_bytes_per_token(weights, cfg)
     decode_tok_s = statistics.median(r["decode_tok_s"] for r in runs)
@@ -190,10 +192,10 @@ def main(argv=None) -> dict:
         "roofline_tok_s": bandwidth * 1e9 / per_token,
         "roofline_pct": 100 * decode_tok_s * per_token / (bandwidth * 1e9),
         "weight_gb": sum(t.numel() * t.element_size() for t in weights.values()) / 1e9,
-        "peak_rss_gb": peak_rss_gb(),
+        "peak_rss_gb": peak_rss,
     }
-    if device.type == "cuda":
-        result["peak_gpu_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    if peak_gpu is not None:
+        result["peak_gpu_gb"] = peak_gpu
     rows = [("vision", f"{result['vision_s']:.3f} s"), ("time to first token", f"{result['ttft_s']:.3f} s"),
             ("decode", f"{decode_tok_s:.2f} tokens/s"), ("memory bandwidth (read)", f"{bandwidth:.1f} GB/s"),
             ("decode roofline", f"{result['roofline_tok_s']:.2f} tokens/s ({result['bytes_per_token_gb']:.2f} GB "
