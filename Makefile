@@ -8,7 +8,7 @@ STAMP := $(VENV)/.minivlm-installed
 
 FIXTURE := tests/fixtures/jvlm-tiny
 
-.PHONY: demo test notebooks weights clean
+.PHONY: demo train-tiny eval-tiny test notebooks weights clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test,notebooks]"
 	touch $(STAMP)
 
+# The embedded model (weights/minivlm-tiny, 5 MB, trained by `make train-tiny`): runs offline in seconds.
+TINY := weights/minivlm-tiny
+
 demo: $(STAMP)
-	$(PY) -m minivlm.generate --model $(FIXTURE) --image $(FIXTURE)/images/rgb_378x378.png \
-		--prompt "Describe this." --max-new-tokens 16
+	$(PY) -m minivlm.generate --model $(TINY) --image $(TINY)/example.png --prompt "What color is the circle?"
+
+# Retrain the embedded model from scratch (fixed seed; 39 minutes measured on 2 CPU cores), then evaluate it.
+train-tiny: $(STAMP)
+	$(PY) -m minivlm.train_tiny --out $(TINY)
+	$(PY) -m minivlm.eval_tiny --model $(TINY) -n 400 --seed 12345
+
+# Exact-match accuracy of the embedded model on 400 fresh questions, per language and question type.
+eval-tiny: $(STAMP)
+	$(PY) -m minivlm.eval_tiny --model $(TINY) -n 400 --seed 12345
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -25,7 +25,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m minivlm.generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="checkpoint folder, or a Hugging Face id (e.g. jinaai/jina-vlm)")
+    p.add_argument("--model", default=str(WEIGHTS_DIR / "minivlm-tiny"),
+                   help="checkpoint folder, or a Hugging Face id (e.g. jinaai/jina-vlm); default: the embedded tiny model")
     p.add_argument("--image", action="append", default=[], help="image file (repeat for several images)")
     p.add_argument("--prompt", required=True, help="the question or instruction")
     p.add_argument("--max-new-tokens", type=int, default=256)

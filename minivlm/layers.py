@@ -7,6 +7,8 @@ Keeping them in one place is what lets each component file read as "the paper's 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -19,24 +21,26 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return F.linear(x, weight, bias)
 
 
-def pack_for_cpu(weights: dict[str, Tensor], keys: list[str]) -> bool:
-    """Replace these bfloat16 [out, in] weights, in place, by oneDNN's prepacked layout for one-row inputs.
-
-    Decoding multiplies one token's vector by every decoder matrix, a matrix-vector product bound by memory
-    reads; on CPU, oneDNN runs it about twice as fast from its own blocked layout (measured by
-    `python -m minivlm.bench`), with bit-identical results and the same memory (the packed copy replaces the
-    plain one). Returns False, changing nothing, where this PyTorch build cannot do it.
-    """
+@functools.cache
+def can_pack_for_cpu() -> bool:
+    """Whether this PyTorch build has oneDNN's prepacked linear (and it gives F.linear's numbers)."""
     try:
         probe = torch.ones(4, 4, dtype=torch.bfloat16)
         packed = torch.ops.mkldnn._reorder_linear_weight(probe, 1)
-        if not torch.equal(linear(probe[:1], packed), F.linear(probe[:1], probe)):
-            return False
+        return torch.equal(linear(probe[:1], packed), F.linear(probe[:1], probe))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
-    for key in keys:
-        weights[key] = torch.ops.mkldnn._reorder_linear_weight(weights[key], 1)
-    return True
+
+
+def pack_for_cpu(weight: Tensor) -> Tensor:
+    """A bfloat16 [out, in] weight in oneDNN's prepacked layout for one-row inputs (check `can_pack_for_cpu`).
+
+    Decoding multiplies one token's vector by every decoder matrix, a matrix-vector product bound by memory
+    reads; on CPU, oneDNN runs it about twice as fast from its own blocked layout (measured by
+    `python -m minivlm.bench`), with bit-identical results. The packed copy replaces the plain one, so callers
+    pack each matrix as it is loaded: the two copies then coexist while the rest is still unread.
+    """
+    return torch.ops.mkldnn._reorder_linear_weight(weight, 1)
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:

@@ -31,7 +31,7 @@ from .processor import collate, preprocess
 from .sampler import SamplingSettings, TextStream, next_token
 from .tokenizer import Tokenizer
 from .vit import vit_features
-from .layers import pack_for_cpu
+from .layers import can_pack_for_cpu, pack_for_cpu
 from .weights import check_device, load_weights
 
 
@@ -217,10 +217,18 @@ def generate_tokens(weights: dict[str, Tensor], cfg: ModelConfig, batch: dict[st
                       torch.stack(step_logits, dim=1) if return_logits else None)
 
 
-def decoder_matrices(weights: dict[str, Tensor]) -> list[str]:
+def is_decoder_matrix(key: str, tensor: Tensor) -> bool:
     """The matrices every decoding step reads: each block's qkv, out, up and down, and the LM head."""
-    return [k for k, t in weights.items() if t.dim() == 2 and k.endswith(".weight")
-            and (k.startswith("model.language_model.layers.") or k == "lm_head.weight")]
+    return tensor.dim() == 2 and key.endswith(".weight") and (
+        key.startswith("model.language_model.layers.") or key == "lm_head.weight")
+
+
+def cpu_packer(device: torch.device, dtype: torch.dtype) -> Callable[[str, Tensor], Tensor] | None:
+    """`prepare` for `load_weights`: on CPU in bfloat16, each decoder matrix is prepacked for fast decoding
+    (`layers.pack_for_cpu`, same numbers) as soon as it is read; None elsewhere."""
+    if device.type != "cpu" or dtype != torch.bfloat16 or not can_pack_for_cpu():
+        return None
+    return lambda key, tensor: pack_for_cpu(tensor) if is_decoder_matrix(key, tensor) else tensor
 
 
 def _stop_ids(root: Path, tokenizer: Tokenizer) -> list[int]:
@@ -250,7 +258,6 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
     device = check_device(device)
     cfg = load_config(root)
     tokenizer = Tokenizer(root)
-    weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights)
-    if pack and device.type == "cpu" and dtype == torch.bfloat16:
-        pack_for_cpu(weights, decoder_matrices(weights))
+    weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights,
+                           prepare=cpu_packer(device, dtype) if pack else None)
     return VLM(cfg, weights, tokenizer, load_chat_template(root), _stop_ids(root, tokenizer), device, dtype)

@@ -141,20 +141,38 @@ def draw_scene(rng: random.Random) -> Scene:
         return Scene(width, height, background, shapes)
 
 
+def _draw(draw: ImageDraw.ImageDraw, shape: Shape, fill) -> None:
+    x0, y0, x1, y1 = shape.bbox
+    box = (x0, y0, x1 - 1, y1 - 1)  # PIL boxes include their far edge
+    if shape.kind == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape.kind == "square":
+        draw.rectangle(box, fill=fill)
+    else:  # upright triangle: base along the bottom, apex top-centre (base = height: near-equilateral)
+        draw.polygon([(x0, y1 - 1), (x1 - 1, y1 - 1), ((x0 + x1 - 1) / 2, y0)], fill=fill)
+
+
 def render(scene: Scene) -> Image.Image:
     """Draw the scene without anti-aliasing, so every pixel is exactly the background or a shape colour."""
     image = Image.new("RGB", (scene.width, scene.height), scene.background)
     draw = ImageDraw.Draw(image)
     for shape in scene.shapes:
-        x0, y0, x1, y1 = shape.bbox
-        box = (x0, y0, x1 - 1, y1 - 1)  # PIL boxes include their far edge
-        fill = COLORS[shape.color]
-        if shape.kind == "circle":
-            draw.ellipse(box, fill=fill)
-        elif shape.kind == "square":
-            draw.rectangle(box, fill=fill)
-        else:  # upright triangle: base along the bottom, apex top-centre (base = height: near-equilateral)
-            draw.polygon([(x0, y1 - 1), (x1 - 1, y1 - 1), ((x0 + x1 - 1) / 2, y0)], fill=fill)
+        _draw(draw, shape, COLORS[shape.color])
+    return image
+
+
+def shape_class(shape: Shape) -> int:
+    """1..12: colour-major index of (colour, kind); 0 is the background."""
+    return 1 + list(COLORS).index(shape.color) * len(SHAPES) + SHAPES.index(shape.kind)
+
+
+def label_map(scene: Scene) -> Image.Image:
+    """The scene drawn with `shape_class` values instead of colours ("L" mode, background 0): which shape
+    covers each pixel. Training uses it for dense per-cell targets (`minivlm.train_tiny`)."""
+    image = Image.new("L", (scene.width, scene.height), 0)
+    draw = ImageDraw.Draw(image)
+    for shape in scene.shapes:
+        _draw(draw, shape, shape_class(shape))
     return image
 
 

@@ -34,6 +34,9 @@ def setup() -> None:
     plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80, "figure.figsize": (7, 4), "font.size": 9,
                          "axes.titlesize": 9, "image.interpolation": "nearest"})
     torch.set_printoptions(precision=4, sci_mode=False, linewidth=110)
+    # One thread: the tensors here are small, and on a busy machine (CI, a shared laptop) a second OpenMP thread
+    # mostly spin-waits against other processes; measured up to 50x slower training steps than one thread.
+    torch.set_num_threads(1)
 
 
 def md(text: str) -> None:

@@ -19,7 +19,8 @@ _spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "notebook
 runner = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(runner)
 NOTEBOOKS = runner.notebooks()
-EXPECTED = ["01_tiles_and_tokens", "02_vision_encoder", "03_attention_pooler", "04_decoder", "05_parity"]
+EXPECTED = ["01_tiles_and_tokens", "02_vision_encoder", "03_attention_pooler", "04_decoder", "05_parity",
+            "06_train_tiny"]
 
 
 def errors_in(nb) -> list[str]:
