@@ -249,7 +249,7 @@ def train(out: str | Path = OUT_DIR, recipe: Recipe = Recipe(), sizes: Sizes = S
     vision = [w for k, w in weights.items() if k.startswith("model.vision_model.")] + list(probe.values())
     text = [w for k, w in weights.items() if not k.startswith("model.vision_model.")]
     groups = [{"params": [w for w in params if (w.ndim == 2) == matrix], "base_lr": lr,
-               "weight_decay": recipe.weight_decay if matrix else 0.0}  # no decay on norms, biases, tables
+               "weight_decay": recipe.weight_decay if matrix else 0.0}  # no decay on 1-D norms and biases
               for params, lr in ((vision, recipe.vision_lr), (text, recipe.text_lr)) for matrix in (True, False)]
     optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98))
     loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=range(recipe.steps))
