@@ -6,8 +6,6 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.minivlm-installed
 
-FIXTURE := tests/fixtures/jvlm-tiny
-
 .PHONY: demo train-tiny eval-tiny test notebooks weights clean
 
 $(STAMP): pyproject.toml

@@ -30,8 +30,8 @@ from .pooler import connector
 from .processor import collate, preprocess
 from .sampler import SamplingSettings, TextStream, next_token
 from .tokenizer import Tokenizer
-from .vit import vit_features
 from .layers import can_pack_for_cpu, pack_for_cpu
+from .vit import vit_features
 from .weights import check_device, load_weights
 
 
@@ -51,15 +51,17 @@ def encode_images(weights: dict[str, Tensor], cfg: ModelConfig, images: Tensor, 
 
 
 def prefill(weights: dict[str, Tensor], cfg: ModelConfig, batch: dict[str, Tensor],
-            cache: KVCache) -> tuple[Tensor, Tensor]:
+            cache: KVCache, features: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """A collated prompt batch (see processor.collate) through vision and decoder.
 
     Returns the final hidden states [B, L, width] (apply `lm_head` for logits) and the positions [B, L].
+    `features`: the crops already encoded (`encode_images`' output), if the caller has them.
     Plain tensor code all the way: autograd flows through it (the tiny model's training uses it).
     """
     x = embed_tokens(batch["input_ids"], weights)  # [B, L, width]
     if len(batch["images"]):
-        features = encode_images(weights, cfg, batch["images"], batch["image_masks"])
+        if features is None:
+            features = encode_images(weights, cfg, batch["images"], batch["image_masks"])
         x = add_image_features(x, features, batch["image_input_idx"], batch["crop_batch_index"])
     valid = batch["attention_mask"]
     positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # left padding: each row counts from its first token

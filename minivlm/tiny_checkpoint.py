@@ -24,6 +24,7 @@ from .tiny_tokenizer import save_tokenizer_dir, train_tokenizer
 from .weights import expected_shapes
 
 EMBED_STD = 0.02
+PATCH = 14  # pixels per patch side, as in the release
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def config_json(s: Sizes) -> dict:
                                _ffn(4 * s.vision_width, "gelu_pytorch_tanh", False, True), "default"),
         "hidden_size": s.vision_width, "input_size": [s.crop, s.crop], "linear_patch_embedding": True, "model_type": "jvlm",
         "n_channels": 3, "n_layers": s.vision_layers, "output_size": s.text_width, "patch_dropout": 0.0,
-        "patch_embedding_bias": True, "patch_size": 14, "positional_interpolation": "bicubic", "post_lnorm": True,
+        "patch_embedding_bias": True, "patch_size": PATCH, "positional_interpolation": "bicubic", "post_lnorm": True,
         "pre_lnorm": False, "use_absolute_positional_embeddings": True, "use_cls_token": False,
         "vit_layers": [-2, -4],
         "vl_connector_config": {
@@ -109,8 +110,8 @@ RELEASE_PREPROCESSOR = {  # the released preprocessor_config.json, less auto_map
 def preprocessor_json(s: Sizes) -> dict:
     """preprocessor_config.json: the release's with `s`'s crop size and margins, and max_crops 1 (the task's
     images are at most 512 px: the thumbnail plus one tile, the same pixels at this size)."""
-    tokens = -(-(s.crop // 14) // 2)  # pooled cells per crop side: 16 patches / 2 = 8
-    return dict(RELEASE_PREPROCESSOR, max_crops=1, base_input_size=[s.crop, s.crop],
+    tokens = -(-(s.crop // PATCH) // 2)  # pooled cells per crop side: 16 patches / 2 = 8
+    return dict(RELEASE_PREPROCESSOR, max_crops=1, base_input_size=[s.crop, s.crop], patch_size=PATCH,
                 overlap_margins=[s.margin, s.margin], token_length_w=tokens, token_length_h=tokens)
 
 

@@ -1,7 +1,7 @@
 """Train the embedded demo model from scratch: `python -m minivlm.train_tiny` (or `make train-tiny`).
 
 The model is `minivlm.tiny_checkpoint`'s Jina-VLM in miniature. Its forward pass is minivlm's own inference
-code (`vit_features`, `connector`, `add_image_features`, `decode`, `lm_head`) with autograd on: the weights
+code (`model.encode_images`, `model.prefill`, `decoder.lm_head`) with autograd on: the weights
 are a dict of leaf tensors, exactly what `minivlm.load` returns, so there is no second model to keep in sync.
 The data is the synthetic shapes task of `minivlm.tiny_task` (4 languages; colour, count and shape questions).
 
@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from . import tiny_task
 from .chat import CHATML_FALLBACK, render_chat
 from .config import load_config
-from .decoder import KVCache, add_image_features, decode, embed_tokens, lm_head
+from .decoder import KVCache, lm_head
+from .model import encode_images, prefill
 from .pooler import connector
 from .processor import collate, preprocess
 from .tiny_checkpoint import Sizes, init_weights, save_weights, write_checkpoint_files
@@ -184,22 +185,17 @@ def image_features(weights: dict, cfg, images: torch.Tensor, image_masks: torch.
     """`model.encode_images` with one saving: with max_crops 1 an image's two crops (thumbnail, single tile)
     are the same pixels, so the ViT runs on every other crop. [crops, cells², text width]"""
     if cfg.preprocessor.max_crops != 1:
-        return connector(vit_features(images, weights, cfg.vision), image_masks, weights, cfg.vision)
+        return encode_images(weights, cfg, images, image_masks)
     features = vit_features(images[0::2], weights, cfg.vision).repeat_interleave(2, dim=0)  # [crops, 256, 2·w]
     return connector(features, image_masks, weights, cfg.vision)
 
 
 def forward(weights: dict, cfg, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """`model.prefill`, step by step with the same component functions: (hidden [B, L, width], image features
-    [crops, cells², width])."""
-    n, length = batch["input_ids"].shape
+    """`model.prefill` on `image_features`: (hidden [B, L, width], image features [crops, cells², width])."""
     features = image_features(weights, cfg, batch["images"], batch["image_masks"])
-    x = embed_tokens(batch["input_ids"], weights)  # [B, L, width]
-    x = add_image_features(x, features, batch["image_input_idx"], batch["crop_batch_index"])
-    valid = batch["attention_mask"]
-    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens
-    cache = KVCache.empty(cfg.text, n, length, x.dtype, x.device)
-    return decode(x, positions, valid, weights, cfg.text, cache), features
+    cache = KVCache.empty(cfg.text, *batch["input_ids"].shape, torch.float32, features.device)  # float32 weights
+    hidden, _ = prefill(weights, cfg, batch, cache, features)
+    return hidden, features
 
 
 def answer_loss(hidden: torch.Tensor, weights: dict, targets: torch.Tensor) -> torch.Tensor:
@@ -221,8 +217,8 @@ def step_loss(weights: dict, probe: dict, cfg, batch: dict, recipe: Recipe) -> t
     """(loss to minimise, the stage's own loss for the curve: the probe's in stage 0, the answers' after)."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
         if batch["stage"] == 0:
-            features = connector(vit_features(batch["images"], weights, cfg.vision),
-                                 torch.ones(batch["images"].shape[:2], dtype=torch.long), weights, cfg.vision)
+            masks = torch.ones(batch["images"].shape[:2], dtype=torch.long)  # [B, 256]: no padding patches
+            features = encode_images(weights, cfg, batch["images"], masks)
             loss = probe_loss(features, probe, batch)
             return loss, loss
         hidden, features = forward(weights, cfg, batch)

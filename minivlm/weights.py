@@ -9,8 +9,8 @@ checkpoint into bfloat16 never holds two full copies. Only safetensors are read;
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open

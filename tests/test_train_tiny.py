@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from minivlm import tiny_task, train_tiny
-from minivlm.tokenizer import Tokenizer
 from minivlm.config import load_config
+from minivlm.processor import collate
 from minivlm.tiny_checkpoint import Sizes, write_checkpoint_files
+from minivlm.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_training_forward_is_prefill(checkpoint_dir):
     rng = random.Random(5)
     scenes = [tiny_task.draw_scene(rng) for _ in range(2)]
     examples = [train_tiny.make_example(s, train_tiny.conversation(s, 2, 2, rng), tokenizer, cfg) for s in scenes]
-    batch = train_tiny.collate(examples)
+    batch = collate(examples)
     assert torch.equal(batch["images"][0::2], batch["images"][1::2])  # what makes the shortcut exact
     weights = init_weights(cfg, seed=0)
     with torch.no_grad():
