@@ -28,7 +28,7 @@ from PIL import Image
 from .config import ModelConfig, load_config
 from .generate import DTYPES
 from .weights import check_device
-from .model import VLM, cpu_packer, encode_images, generate_tokens, load
+from .model import VLM, encode_images, generate_tokens, load
 from .processor import collate
 from .sampler import SamplingSettings
 from .tiler import ImageTokenIds, tile_image
@@ -40,9 +40,9 @@ PROMPT = "Describe this image in detail."
 
 def random_weights(cfg: ModelConfig, dtype: torch.dtype, device: torch.device, seed: int = 0) -> dict:
     """Every tensor the checkpoint would hold (minus the unused ones), drawn at a scale that keeps activations
-    sane, in the checkpoint file's (sorted) order and prepared as `minivlm.load` prepares them."""
+    sane."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    weights, skip, prepare = {}, unused_keys(cfg), cpu_packer(device, dtype)
+    weights, skip = {}, unused_keys(cfg)
     for key, shape in sorted(expected_shapes(cfg).items()):
         if key in skip:
             continue
@@ -54,7 +54,7 @@ def random_weights(cfg: ModelConfig, dtype: torch.dtype, device: torch.device, s
             # 152k-row embedding would add 1.2 GB to the peak memory we report.
             for block in tensor.view(shape[0], -1).split(max(1, 2**24 // max(1, tensor[0].numel()))):
                 block.normal_(0, 0.02, generator=generator)
-        weights[key] = prepare(key, tensor) if prepare is not None else tensor
+        weights[key] = tensor
     return weights
 
 

@@ -7,40 +7,18 @@ Keeping them in one place is what lets each component file read as "the paper's 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import cpu_decode
+
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """y = x Wᵀ + b, with W stored [out, in] as in nn.Linear (or prepacked by `pack_for_cpu`)."""
-    if weight.is_mkldnn:
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    """y = x Wᵀ + b, with W stored [out, in] as in nn.Linear."""
+    if cpu_decode.handles_linear(x, weight):  # decoding on CPU in bfloat16: F.linear's arithmetic, faster
+        return cpu_decode.linear(x, weight, bias)
     return F.linear(x, weight, bias)
-
-
-@functools.cache
-def can_pack_for_cpu() -> bool:
-    """Whether this PyTorch build has oneDNN's prepacked linear (and it gives F.linear's numbers)."""
-    try:
-        probe = torch.ones(4, 4, dtype=torch.bfloat16)
-        packed = torch.ops.mkldnn._reorder_linear_weight(probe, 1)
-        return torch.equal(linear(probe[:1], packed), F.linear(probe[:1], probe))
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
-
-
-def pack_for_cpu(weight: Tensor) -> Tensor:
-    """A bfloat16 [out, in] weight in oneDNN's prepacked layout for one-row inputs (check `can_pack_for_cpu`).
-
-    Decoding multiplies one token's vector by every decoder matrix, a matrix-vector product bound by memory
-    reads; on CPU, oneDNN runs it about twice as fast from its own blocked layout (measured by
-    `python -m minivlm.bench`), with bit-identical results. The packed copy replaces the plain one, so callers
-    pack each matrix as it is loaded: the two copies then coexist while the rest is still unread.
-    """
-    return torch.ops.mkldnn._reorder_linear_weight(weight, 1)
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
@@ -73,12 +51,15 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causa
     batch, n_heads, q_len, head_dim = q.shape
     n_kv_heads = k.shape[1]
     group = n_heads // n_kv_heads
-    if group > 1 and q_len == 1:
+    scale = head_dim**-0.5
+    if q_len == 1:
         # Decoding: the query heads that share a kv head become that head's rows, so the KV cache is read once
         # and never copied; a [B, 1, 1, Lk] mask broadcasts over them.
         q = q.reshape(batch, n_kv_heads, group, head_dim)  # [B, Hkv, G, D]
+        if mask is None and cpu_decode.handles_attention(q, k, v):
+            return cpu_decode.attend(q, k, v, scale).reshape(batch, n_heads, 1, head_dim)
     elif group > 1:
         k = k.repeat_interleave(group, dim=1)  # [B, Hq, Lk, D]
         v = v.repeat_interleave(group, dim=1)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=head_dim**-0.5)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
     return out.reshape(batch, n_heads, q_len, head_dim)  # [B, Hq, Lq, D]

@@ -30,7 +30,6 @@ from .pooler import connector
 from .processor import collate, preprocess
 from .sampler import SamplingSettings, TextStream, next_token
 from .tokenizer import Tokenizer
-from .layers import can_pack_for_cpu, pack_for_cpu
 from .vit import vit_features
 from .weights import check_device, load_weights
 
@@ -219,20 +218,6 @@ def generate_tokens(weights: dict[str, Tensor], cfg: ModelConfig, batch: dict[st
                       torch.stack(step_logits, dim=1) if return_logits else None)
 
 
-def is_decoder_matrix(key: str, tensor: Tensor) -> bool:
-    """The matrices every decoding step reads: each block's qkv, out, up and down, and the LM head."""
-    return tensor.dim() == 2 and key.endswith(".weight") and (
-        key.startswith("model.language_model.layers.") or key == "lm_head.weight")
-
-
-def cpu_packer(device: torch.device, dtype: torch.dtype) -> Callable[[str, Tensor], Tensor] | None:
-    """`prepare` for `load_weights`: on CPU in bfloat16, each decoder matrix is prepacked for fast decoding
-    (`layers.pack_for_cpu`, same numbers) as soon as it is read; None elsewhere."""
-    if device.type != "cpu" or dtype != torch.bfloat16 or not can_pack_for_cpu():
-        return None
-    return lambda key, tensor: pack_for_cpu(tensor) if is_decoder_matrix(key, tensor) else tensor
-
-
 def _stop_ids(root: Path, tokenizer: Tokenizer) -> list[int]:
     """eos ids of generation_config.json when present, else the tokenizer's eos."""
     path = root / "generation_config.json"
@@ -248,18 +233,13 @@ def _stop_ids(root: Path, tokenizer: Tokenizer) -> list[int]:
 
 
 def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-         check_weights: bool = False, pack: bool = True) -> VLM:
-    """Load an official-format Jina-VLM checkpoint folder (config.json, model.safetensors, tokenizer.json, ...).
-
-    On CPU in bfloat16 the decoder's matrices are prepacked for fast decoding (`layers.pack_for_cpu`; same
-    numbers); `pack=False` keeps every weight a plain tensor, e.g. to inspect or train them.
-    """
+         check_weights: bool = False) -> VLM:
+    """Load an official-format Jina-VLM checkpoint folder (config.json, model.safetensors, tokenizer.json, ...)."""
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; point minivlm at a checkpoint folder (see weights/README.md)")
     device = check_device(device)
     cfg = load_config(root)
     tokenizer = Tokenizer(root)
-    weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights,
-                           prepare=cpu_packer(device, dtype) if pack else None)
+    weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights)
     return VLM(cfg, weights, tokenizer, load_chat_template(root), _stop_ids(root, tokenizer), device, dtype)

@@ -9,7 +9,6 @@ checkpoint into bfloat16 never holds two full copies. Only safetensors are read;
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -159,10 +158,8 @@ def check_shapes(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[in
 
 
 def load_weights(checkpoint_dir: str | Path, cfg: ModelConfig, dtype: torch.dtype | None = None,
-                 device: str | torch.device = "cpu", check_finite: bool = False,
-                 prepare: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Read the checkpoint tensor by tensor (memory-mapped), cast each to `dtype` (None keeps the stored one);
-    `prepare(key, tensor)`, if given, replaces each tensor as soon as it is read (e.g. to repack it)."""
+                 device: str | torch.device = "cpu", check_finite: bool = False) -> dict[str, torch.Tensor]:
+    """Read the checkpoint tensor by tensor (memory-mapped), cast each to `dtype` (None keeps the stored one)."""
     device = check_device(device)  # minivlm.load(device="cuda") without a GPU: a clear ValueError, not torch's
     root = Path(checkpoint_dir)
     locations = shard_map(root)
@@ -193,5 +190,5 @@ def load_weights(checkpoint_dir: str | Path, cfg: ModelConfig, dtype: torch.dtyp
                 tensor = f.get_tensor(key).to(device=device, dtype=dtype)
             if check_finite and tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise WeightsError(f"{path}: tensor {key} contains NaN or Inf values (a corrupt download?)")
-            weights[key] = prepare(key, tensor) if prepare is not None else tensor
+            weights[key] = tensor
     return weights

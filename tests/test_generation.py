@@ -153,15 +153,3 @@ def test_stop_ids_from_generation_config(tmp_path, eos, expected):
             minivlm.load(tmp_path)
     else:
         assert minivlm.load(tmp_path).stop_ids == expected
-
-
-def test_prepacked_cpu_weights_give_the_same_numbers(vlm_bf16):
-    """minivlm.load prepacks the decoder's matrices on CPU in bf16 (the fast decode path); unpacked must agree."""
-    assert vlm_bf16.weights["lm_head.weight"].is_mkldnn  # the fast path is really the one under test
-    plain = minivlm.load(FIXTURE_DIR, dtype=torch.bfloat16, pack=False)
-    assert not any(t.is_mkldnn for t in plain.weights.values())
-    for case in [c for c in CASES if c["name"] in ("text_only", "rgba_500x300")]:
-        fast = vlm_bf16.generate(case["prompt"], case_images(case), max_new_tokens=8, stop_ids=[], return_logits=True)
-        slow = plain.generate(case["prompt"], case_images(case), max_new_tokens=8, stop_ids=[], return_logits=True)
-        assert fast.token_ids == slow.token_ids
-        assert torch.equal(fast.step_logits, slow.step_logits)
