@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import cpu_decode
 from .config import ModelConfig, load_config
 from .generate import DTYPES
-from .weights import check_device
 from .model import VLM, encode_images, generate_tokens, load
 from .processor import collate
 from .sampler import SamplingSettings
 from .tiler import ImageTokenIds, tile_image
-from .weights import expected_shapes, unused_keys
+from .weights import check_device, expected_shapes, unused_keys
 
 REAL_CONFIG = Path(__file__).parent / "configs" / "jina-vlm"
 PROMPT = "Describe this image in detail."
@@ -180,7 +180,9 @@ def main(argv=None) -> dict:
     result = {
         "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(device),
         "dtype": args.dtype, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "prompt_tokens": int(batch["input_ids"].shape[1]),
+        "threads": torch.get_num_threads(),
+        "cpu_kernels": device.type == "cpu" and dtype == torch.bfloat16 and cpu_decode.available(),
+        "prompt_tokens": int(batch["input_ids"].shape[1]),
         "crops": len(batch["images"]), "new_tokens": args.new_tokens, "repeat": args.repeat,
         "vision_s": statistics.median(r["vision_s"] for r in runs),
         "ttft_s": statistics.median(r["ttft_s"] for r in runs),
@@ -203,7 +205,8 @@ def main(argv=None) -> dict:
     if "peak_gpu_gb" in result:
         rows.append(("peak GPU memory", f"{result['peak_gpu_gb']:.2f} GB"))
     print(f"\nminivlm bench: {result['device']}, {args.dtype}, {result['prompt_tokens']} prompt tokens, "
-          f"{args.new_tokens} new tokens, median of {args.repeat}")
+          f"{args.new_tokens} new tokens, median of {args.repeat}"
+          + (", CPU decoding kernels" if result["cpu_kernels"] else ""))
     for name, value in rows:
         print(f"  {name:<24} {value}")
     print(json.dumps(result))

@@ -61,51 +61,58 @@ static inline __m512 bf16_to_float(const uint16_t* p) {
 // out[b, h, g] = sum_j softmax_j(scale * <q[b, h, g], k[b, h, j]>) v[b, h, j] over the L cached positions.
 // q [B, Hkv, G, D] (the G query heads of kv head h, as layers.attention lays them out); k, v [B, Hkv, L, D],
 // views into the preallocated cache (rows of D contiguous values, any head and batch strides); no mask.
-// The scores and the weighted sum are float32, rounded once to bfloat16 at the end. Each (b, h) pair reads its
-// keys and values once, front to back, whatever G is.
+// The scores and the weighted sum are float32, rounded once to bfloat16 at the end.
+
+// One (batch, kv head): q [G, D], keys and values [L, D]; `weights` is scratch for G x L floats.
+template <int kChunks>  // D = 16 * kChunks: the weighted sum of D channels lives in kChunks registers
+static void attend_head(const uint16_t* q, const uint16_t* keys, const uint16_t* values, int64_t G, int64_t L,
+                        float scale, float* weights, uint16_t* out) {
+  constexpr int64_t D = 16 * kChunks;
+  for (int64_t j = 0; j < L; ++j)  // scores: one pass over the keys
+    for (int64_t g = 0; g < G; ++g) weights[g * L + j] = scale * dot(keys + j * D, q + g * D, D);
+  for (int64_t g = 0; g < G; ++g) {
+    float* w = weights + g * L;  // softmax, in float32
+    const float top = *std::max_element(w, w + L);
+    float total = 0;
+    for (int64_t j = 0; j < L; ++j) total += (w[j] = std::exp(w[j] - top));
+    __m512 sums[kChunks];  // weighted sum of the values, one row after the other
+    for (int c = 0; c < kChunks; ++c) sums[c] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < L; ++j) {
+      const __m512 weight = _mm512_set1_ps(w[j] / total);
+      for (int c = 0; c < kChunks; ++c) sums[c] = _mm512_fmadd_ps(weight, bf16_to_float(values + j * D + 16 * c), sums[c]);
+    }
+    for (int c = 0; c < kChunks; ++c)  // round to nearest even, as torch's float -> bfloat16
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + g * D + 16 * c), (__m256i)_mm512_cvtneps_pbh(sums[c]));
+  }
+}
+
 torch::Tensor attend_bf16(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale) {
   TORCH_CHECK(q.dim() == 4 && k.sizes() == v.sizes() && k.dim() == 4 && q.size(0) == k.size(0) &&
               q.size(1) == k.size(1) && q.size(3) == k.size(3), "attend_bf16: q [B, H, G, D], k = v [B, H, L, D]");
   TORCH_CHECK(q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
               v.scalar_type() == at::kBFloat16, "attend_bf16: bfloat16 only");
   const int64_t B = q.size(0), H = q.size(1), G = q.size(2), D = q.size(3), L = k.size(2);
-  TORCH_CHECK(q.is_contiguous() && D % kLanes == 0 && k.stride(3) == 1 && k.stride(2) == D && v.stride(3) == 1 &&
-              v.stride(2) == D, "attend_bf16: contiguous rows of D (a multiple of 32) values expected");
+  TORCH_CHECK(q.is_contiguous() && (D == 32 || D == 64 || D == 128) && k.stride(3) == 1 && k.stride(2) == D &&
+              v.stride(3) == 1 && v.stride(2) == D, "attend_bf16: contiguous rows of D = 32, 64 or 128 values expected");
   auto out = torch::empty_like(q);
   const auto* Q = reinterpret_cast<const uint16_t*>(q.data_ptr());
+  const auto* K = reinterpret_cast<const uint16_t*>(k.data_ptr());
+  const auto* V = reinterpret_cast<const uint16_t*>(v.data_ptr());
   auto* OUT = reinterpret_cast<uint16_t*>(out.data_ptr());
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> weights(G * L), sums(D);
+    std::vector<float> weights(G * L);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const auto* K = reinterpret_cast<const uint16_t*>(k.data_ptr()) + b * k.stride(0) + h * k.stride(1);
-      const auto* V = reinterpret_cast<const uint16_t*>(v.data_ptr()) + b * v.stride(0) + h * v.stride(1);
-      for (int64_t j = 0; j < L; ++j)  // scores: one pass over the keys
-        for (int64_t g = 0; g < G; ++g) weights[g * L + j] = scale * dot(K + j * D, Q + (bh * G + g) * D, D);
-      for (int64_t g = 0; g < G; ++g) {  // softmax, in float32
-        float* w = weights.data() + g * L;
-        const float top = *std::max_element(w, w + L);
-        float total = 0;
-        for (int64_t j = 0; j < L; ++j) total += (w[j] = std::exp(w[j] - top));
-        for (int64_t j = 0; j < L; ++j) w[j] /= total;
-      }
-      for (int64_t g = 0; g < G; ++g) {  // weighted sum of the values: one pass over them, row after row
-        std::fill(sums.begin(), sums.end(), 0.0f);
-        for (int64_t j = 0; j < L; ++j) {
-          const __m512 weight = _mm512_set1_ps(weights[g * L + j]);
-          for (int64_t d = 0; d < D; d += 16)
-            _mm512_storeu_ps(&sums[d], _mm512_fmadd_ps(weight, bf16_to_float(V + j * D + d), _mm512_loadu_ps(&sums[d])));
-        }
-        for (int64_t d = 0; d < D; d += 16)  // round to nearest even, as torch's float -> bfloat16
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(OUT + (bh * G + g) * D + d),
-                              (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(&sums[d])));
-      }
+      const uint16_t* keys = K + b * k.stride(0) + h * k.stride(1);
+      const uint16_t* values = V + b * v.stride(0) + h * v.stride(1);
+      const auto run = D == 128 ? attend_head<8> : D == 64 ? attend_head<4> : attend_head<2>;
+      run(Q + bh * G * D, keys, values, G, L, float(scale), weights.data(), OUT + bh * G * D);
     }
   });
   return out;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { 
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv_bf16", &gemv_bf16, "y = x w^T, bfloat16 in, float32 out");
   m.def("attend_bf16", &attend_bf16, "one query per head against the KV cache, bfloat16");
 }

@@ -50,6 +50,11 @@ def _kernels():
         return None
 
 
+def available() -> bool:
+    """Whether the kernels are built (building them on the first call) and not switched off."""
+    return ENABLED and _kernels() is not None
+
+
 def _applies(*tensors: Tensor) -> bool:
     return (ENABLED and all(t.device.type == "cpu" and t.dtype == torch.bfloat16 for t in tensors)
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
@@ -71,9 +76,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 def handles_attention(q: Tensor, k: Tensor, v: Tensor) -> bool:
-    """Whether `attend(q, k, v)` runs here: bfloat16 on CPU, rows of head_dim (a multiple of 32) contiguous."""
+    """Whether `attend(q, k, v)` runs here: bfloat16 on CPU, contiguous rows of 32, 64 or 128 values."""
     head_dim = q.shape[-1]
-    return (_applies(q, k, v) and head_dim % 32 == 0
+    return (_applies(q, k, v) and head_dim in (32, 64, 128)
             and all(t.stride(-1) == 1 and t.stride(-2) == head_dim for t in (k, v)) and _kernels() is not None)
 
 

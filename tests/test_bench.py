@@ -25,7 +25,7 @@ def test_bench_random_init_small_config(capsys):
     result = bench.main(["--random-init", "--config", str(FIXTURE_DIR), "--image", "640x480", "--new-tokens", "3",
                          "--repeat", "2"])
     assert result["crops"] == 5 and result["dtype"] == "bfloat16" and result["repeat"] == 2
-    assert KEYS <= set(result)
+    assert KEYS <= set(result) and isinstance(result["cpu_kernels"], bool)
 
 
 def test_random_init_covers_every_used_tensor():
