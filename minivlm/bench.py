@@ -7,12 +7,14 @@ rate, and measures the machine's memory read bandwidth in the same run. Decoding
 decoder weight once, so `bandwidth / bytes per token` is the decode roofline; `roofline_pct` is how much of it
 we reach. `--random-init` builds the full-size official architecture (minivlm/configs/jina-vlm, 2.48 B
 parameters) with random weights, so speed can be measured without the 5 GB download.
+`--official DIR` times the official implementation too, on the same prompt in the same run (bench_official.py).
 The last line printed is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import resource
@@ -26,6 +28,7 @@ import torch
 from PIL import Image
 
 from . import cpu_decode
+from .bench_official import check_official_dir, time_official
 from .config import ModelConfig, load_config
 from .generate import DTYPES
 from .model import VLM, encode_images, generate_tokens, load
@@ -38,23 +41,28 @@ REAL_CONFIG = Path(__file__).parent / "configs" / "jina-vlm"
 PROMPT = "Describe this image in detail."
 
 
+def fill_random_(tensor: torch.Tensor, key: str, generator: torch.Generator) -> None:
+    """In place, for the checkpoint tensor named `key`: norms 1 (weight) and 0 (bias), the rest N(0, 0.02), a
+    scale that keeps activations sane."""
+    if "lnorm" in key or "ln_f" in key:
+        tensor.fill_(1.0 if key.endswith("weight") else 0.0)
+        return
+    # In row blocks: normal_ on a low-precision tensor draws in float32 first, and a float32 copy of the
+    # 152k-row embedding would add 1.2 GB to the peak memory we report.
+    rows = tensor.view(tensor.shape[0], -1) if tensor.dim() else tensor.view(1, 1)
+    for block in rows.split(max(1, 2**24 // max(1, rows.shape[1]))):
+        block.normal_(0, 0.02, generator=generator)
+
+
 def random_weights(cfg: ModelConfig, dtype: torch.dtype, device: torch.device, seed: int = 0) -> dict:
-    """Every tensor the checkpoint would hold (minus the unused ones), drawn at a scale that keeps activations
-    sane."""
+    """Every tensor the checkpoint would hold (minus the unused ones), random (`fill_random_`)."""
     generator = torch.Generator(device=device).manual_seed(seed)
     weights, skip = {}, unused_keys(cfg)
     for key, shape in sorted(expected_shapes(cfg).items()):
         if key in skip:
             continue
-        tensor = torch.empty(shape, dtype=dtype, device=device)
-        if "lnorm" in key or "ln_f" in key:
-            tensor.fill_(1.0 if key.endswith("weight") else 0.0)
-        else:
-            # In row blocks: normal_ on a low-precision tensor draws in float32 first, and a float32 copy of the
-            # 152k-row embedding would add 1.2 GB to the peak memory we report.
-            for block in tensor.view(shape[0], -1).split(max(1, 2**24 // max(1, tensor[0].numel()))):
-                block.normal_(0, 0.02, generator=generator)
-        weights[key] = tensor
+        weights[key] = torch.empty(shape, dtype=dtype, device=device)
+        fill_random_(weights[key], key, generator)
     return weights
 
 
@@ -122,6 +130,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], default="cpu")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeat", type=int, default=1, help="timed runs; medians are reported")
+    p.add_argument("--official", metavar="DIR", help="also time the official code on the same prompt (CPU): a "
+                                                     "download with its remote code; needs transformers 4.53-4.57")
     return p.parse_args(argv)
 
 
@@ -135,6 +145,10 @@ def load_image(spec: str) -> Image.Image:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.official:
+        if args.device != "cpu":
+            raise SystemExit("--official times the official code on the CPU only")
+        official_dir = check_official_dir(args.official)
     check_device(args.device)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     image = load_image(args.image)
@@ -204,6 +218,18 @@ def main(argv=None) -> dict:
             ("peak RSS", f"{result['peak_rss_gb']:.2f} GB")]
     if "peak_gpu_gb" in result:
         rows.append(("peak GPU memory", f"{result['peak_gpu_gb']:.2f} GB"))
+    if args.official:
+        weights.clear()  # minivlm's tensors (also vlm.weights) are freed before the official model is built
+        gc.collect()
+        official = time_official(official_dir, batch, dtype, args.random_init, args.new_tokens, args.repeat,
+                                 fill_random_)
+        result["official"] = official
+        result["ttft_vs_official"] = result["ttft_s"] / official["ttft_s"]
+        result["decode_vs_official"] = decode_tok_s / official["decode_tok_s"]
+        rows += [("official: vision", f"{official['vision_s']:.3f} s"),
+                 ("official: first token", f"{official['ttft_s']:.3f} s (ours: {result['ttft_vs_official']:.2f} x)"),
+                 ("official: decode", f"{official['decode_tok_s']:.2f} tokens/s (ours: "
+                                      f"{result['decode_vs_official']:.1f} x)")]
     print(f"\nminivlm bench: {result['device']}, {args.dtype}, {result['prompt_tokens']} prompt tokens, "
           f"{args.new_tokens} new tokens, median of {args.repeat}"
           + (", CPU decoding kernels" if result["cpu_kernels"] else ""))

@@ -1,10 +1,13 @@
 """bench.py smoke test: the command runs end to end on small models and prints its JSON line (not a timing test)."""
 
 import json
+import sys
 
+import pytest
 import torch
 
 from minivlm import bench
+from minivlm.bench_official import official_inputs
 from minivlm.config import load_config
 from minivlm.weights import expected_shapes, unused_keys
 from conftest import FIXTURE_DIR
@@ -38,3 +41,24 @@ def test_random_init_covers_every_used_tensor():
 def test_shipped_release_config_has_the_release_size():
     shapes = expected_shapes(load_config(bench.REAL_CONFIG))
     assert len(shapes) == 705 and sum(torch.Size(s).numel() for s in shapes.values()) == 2_481_141_616  # SPEC §2.2
+
+
+def test_official_needs_the_remote_code_and_transformers(tmp_path, monkeypatch):
+    """--official fails at once, naming what is missing, before minutes of timing."""
+    with pytest.raises(SystemExit, match="no modeling_jvlm.py and config.json there"):
+        bench.main(["--random-init", "--official", str(tmp_path)])
+    for name in ("modeling_jvlm.py", "config.json"):
+        (tmp_path / name).write_text("")
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(SystemExit, match="--official needs transformers"):
+        bench.main(["--random-init", "--official", str(tmp_path)])
+    with pytest.raises(SystemExit, match="on the CPU only"):
+        bench.main(["--random-init", "--device", "cuda", "--official", str(tmp_path)])
+
+
+def test_official_inputs_add_the_batch_axis():
+    batch = bench.random_init_batch(load_config(FIXTURE_DIR), bench.synthetic_image(640, 480))
+    inputs = official_inputs(batch)
+    assert inputs["images"].shape == (1, *batch["images"].shape)
+    assert inputs["image_input_idx"].shape == (1, *batch["image_input_idx"].shape)
+    assert torch.equal(inputs["input_ids"], batch["input_ids"])
