@@ -1,7 +1,7 @@
 """`python -m minivlm.bench ... --official DIR`: the official implementation, timed on the same prompt in the same run.
 
 DIR is a Hub download of jinaai/jina-vlm with its remote code (`modeling_jvlm.py` and friends, as `make weights`
-fetches it); running that code needs `transformers` 4.53-4.57. Nothing else in minivlm imports this file: it is
+fetches it); running that code needs `transformers` 4.53-4.57. Only `bench --official` imports this file: it is
 the one place where the official code runs (through transformers' `trust_remote_code`, on the user's own
 download), so that the speed-ups are measured against it, like for like, rather than against figures taken on
 another machine. With `--random-init` the official model gets random weights drawn the way minivlm's are.
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .bench import fill_random_
 
 OFFICIAL_CODE = "modeling_jvlm.py"
 
@@ -39,7 +41,7 @@ def check_official_dir(path: str) -> Path:
     return root
 
 
-def official_model(root: Path, dtype: torch.dtype, random_init: bool, fill_random_) -> torch.nn.Module:
+def official_model(root: Path, dtype: torch.dtype, random_init: bool) -> torch.nn.Module:
     """The official JinaVLMForConditionalGeneration from `root` with sdpa attention, on CPU in `dtype`."""
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.modeling_utils import no_init_weights
@@ -72,7 +74,7 @@ def official_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def time_official(root: Path, batch: dict[str, Tensor], dtype: torch.dtype, random_init: bool, new_tokens: int,
-                  repeat: int, fill_random_) -> dict:
+                  repeat: int) -> dict:
     """Medians over `repeat` runs of vision_s, ttft_s and decode_tok_s for the official code (CPU)."""
     from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
@@ -88,7 +90,7 @@ def time_official(root: Path, batch: dict[str, Tensor], dtype: torch.dtype, rand
         return GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
                                 eos_token_id=None, pad_token_id=0, bos_token_id=None)
 
-    model, inputs = official_model(root, dtype, random_init, fill_random_), official_inputs(batch)
+    model, inputs = official_model(root, dtype, random_init), official_inputs(batch)
     with torch.inference_mode():  # warm-up, as for minivlm: a short text-only generation and one crop
         model.generate(input_ids=inputs["input_ids"][:, -8:], attention_mask=inputs["attention_mask"][:, -8:],
                        generation_config=greedy(2))

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import minivlm
 from minivlm import cpu_decode
+from minivlm.image_io import open_image
 from conftest import CASES, FIXTURE_DIR, case_images
 
 TINY_MODEL = Path(__file__).parents[1] / "weights" / "minivlm-tiny"
@@ -99,13 +100,15 @@ def test_generation_with_and_without_the_kernels(kernels, monkeypatch, model_dir
     are bfloat16 values: one step at 8.0 is 0.0625)."""
     vlm = minivlm.load(model_dir, dtype=torch.bfloat16)
     linears, attends = count_calls(monkeypatch, "linear"), count_calls(monkeypatch, "attend")
-    cases = [(c["prompt"], case_images(c)) for c in CASES if c["name"] in ("text_only", "rgba_500x300")]
     if model_dir == TINY_MODEL:
-        image = minivlm.image_io.open_image(TINY_MODEL / "example.png")
+        image = open_image(TINY_MODEL / "example.png")
         cases = [(vlm.render_chat([{"role": "user", "content": q}], 1), [image])
                  for q in ("What color is the circle?", "How many shapes are there?")]
+    else:
+        cases = [(c["prompt"], case_images(c)) for c in CASES if c["name"] in ("text_only", "rgba_500x300")]
     for prompt, images in cases:
-        linears.clear(), attends.clear()
+        linears.clear()
+        attends.clear()
         monkeypatch.setattr(cpu_decode, "ENABLED", True)
         fast = vlm.generate(prompt, images, max_new_tokens=8, stop_ids=[], return_logits=True)
         assert len(linears) == 7 * n_layers * 4 + 8  # 7 decoding steps x (qkv, out, up, down); 8 one-row LM heads
