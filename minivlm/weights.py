@@ -192,3 +192,33 @@ def load_weights(checkpoint_dir: str | Path, cfg: ModelConfig, dtype: torch.dtyp
                 raise WeightsError(f"{path}: tensor {key} contains NaN or Inf values (a corrupt download?)")
             weights[key] = tensor
     return weights
+
+
+def save_weights(weights: dict[str, torch.Tensor], checkpoint_dir: str | Path, max_shard_bytes: int | None = None) -> None:
+    """Write tensors the way the official checkpoints are laid out: one `model.safetensors`, or, above
+    `max_shard_bytes`, `model-0000k-of-0000n.safetensors` shards plus `model.safetensors.index.json`."""
+    from safetensors.torch import save_file
+
+    root = Path(checkpoint_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    tensors = {k: w.detach().cpu().contiguous() for k, w in weights.items()}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if max_shard_bytes and shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(root / SINGLE_FILE), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for k, shard in enumerate(shards, 1):
+        name = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(root / name), metadata={"format": "pt"})
+        weight_map.update({key: name for key in shard})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (root / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")

@@ -1,0 +1,212 @@
+"""The trainable model: a thin nn.Module around a checkpoint's tensors, whose forward is minivlm's own functions.
+
+Why a module at all: PyTorch's distributed engines (DistributedDataParallel, FSDP2's `fully_shard`), activation
+checkpointing and optimizers speak nn.Module. So the checkpoint's flat dict becomes nested modules that mirror
+its key paths, and `module.state_dict()` keys ARE the checkpoint keys ("model.vision_model.layers.3.attn.out.weight").
+
+Nothing is re-implemented: each ViT block's forward is `vit.vit_block`, each decoder block's `decoder.decoder_block`,
+and the rest is `patch_embed.embed_patches`, `pooler.connector`, `decoder.embed_tokens`, `add_image_features`,
+`rms_norm`, `lm_head`. Only the ~20 lines of loop glue of `vit_features` / `prefill` / `decode` are repeated
+here, so that each block is called AS A MODULE (FSDP unshards a block's weights in its pre-forward hook) and can
+be wrapped in activation checkpointing. A test checks that the result equals `minivlm.load(...)`'s logits.
+
+LoRA (optional, on chosen matrices): the block keeps the frozen matrix W and two small factors A [r, in],
+B [out, r] (B starts at zero), and hands the core function W + (alpha / r) B A. Merging for saving is that sum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import ModelConfig
+from ..decoder import KVCache, add_image_features, attention_mask, decoder_block, embed_tokens, lm_head
+from ..layers import rms_norm
+from ..patch_embed import embed_patches
+from ..pooler import connector
+from ..rope import rope_angles
+from ..vit import vit_block
+
+VIT_BLOCKS, TEXT_BLOCKS = "model.vision_model.layers.", "model.language_model.layers."
+
+
+def component(key: str) -> str:
+    """The parameter group a checkpoint key belongs to: vision, connector, decoder or embeddings (paper §3)."""
+    if key.startswith("model.vision_model.vl_connector."):
+        return "connector"
+    if key.startswith("model.vision_model."):
+        return "vision"
+    if key.startswith("model.language_model.embedding.") or key == "lm_head.weight":
+        return "embeddings"
+    return "decoder"
+
+
+class Tensors(nn.Module):
+    """A node of the key tree: holds parameters and child nodes named by the key's dotted parts."""
+
+    def __init__(self, prefix: str = ""):
+        super().__init__()
+        self.prefix = prefix
+
+    def put(self, path: str, value: nn.Parameter) -> None:
+        node: nn.Module = self
+        *parents, name = path.split(".")
+        for i, part in enumerate(parents):
+            if part not in node._modules:
+                node.add_module(part, Tensors(self.prefix + ".".join(parents[:i + 1]) + "."))
+            node = node._modules[part]
+        node.register_parameter(name, value)
+
+    def mapping(self, skip: tuple[str, ...] = ()) -> dict[str, Tensor]:
+        """{full checkpoint key: tensor} of this subtree, LoRA factors merged in (what the core functions read);
+        `skip`: name prefixes left out."""
+        out = {}
+        for name, p in self.named_parameters():
+            if name.endswith((".lora_A", ".lora_B")) or name.startswith(skip):
+                continue
+            key = self.prefix + name
+            owner = self.get_submodule(name.rpartition(".")[0]) if "." in name else self
+            out[key] = owner.merged(name.rpartition(".")[2], p) if isinstance(owner, LoRANode) else p
+        return out
+
+
+class LoRANode(Tensors):
+    """The node owning one LoRA-adapted matrix, e.g. `...attn.qkv_w` with `weight`, `lora_A`, `lora_B`."""
+
+    def __init__(self, prefix: str, rank: int, alpha: float, shape: tuple[int, int]):
+        super().__init__(prefix)
+        self.scale = alpha / rank
+        self.lora_A = nn.Parameter(torch.randn(rank, shape[1]) / math.sqrt(shape[1]))  # [r, in]
+        self.lora_B = nn.Parameter(torch.zeros(shape[0], rank))  # [out, r]: the adapter starts as a no-op
+
+    def merged(self, name: str, weight: Tensor) -> Tensor:
+        if name != "weight":
+            return weight
+        delta = (self.lora_B @ self.lora_A) * self.scale  # [out, in]
+        return weight + delta.to(weight.dtype)
+
+
+class Block(Tensors):
+    """One transformer block; forward = the core block function on this block's tensors."""
+
+    checkpointing = False  # activation checkpointing: keep only the block's input, recompute inside on backward
+
+    def __init__(self, prefix: str, index: int, cfg: ModelConfig):
+        super().__init__(prefix)
+        self.index, self.cfg = index, cfg
+
+    def forward(self, x: Tensor, *args) -> Tensor:
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(self.run, x, *args, use_reentrant=False)
+        return self.run(x, *args)
+
+
+class VitBlock(Block):
+    def run(self, x: Tensor) -> Tensor:  # x [crops, patches, width]
+        return vit_block(x, self.mapping(), self.index, self.cfg.vision)
+
+
+class DecoderBlock(Block):
+    def run(self, x: Tensor, cos: Tensor, sin: Tensor, valid: Tensor, mask: Tensor | None) -> Tensor:
+        # A fresh one-layer cache per call keeps the block a pure function of its inputs (checkpointing recomputes).
+        j, (batch, length, _) = self.index, x.shape
+        cfg = self.cfg.text
+        shape = (batch, cfg.n_kv_heads, length, cfg.head_dim)
+        cache = KVCache({j: x.new_zeros(shape)}, {j: x.new_zeros(shape)}, valid, length)
+        return decoder_block(x, self.mapping(), j, cfg, cos, sin, cache, mask)
+
+
+class VLMModule(Tensors):
+    """The whole model. forward(batch) -> final hidden states [B, L, width] (then `logits` for the vocabulary)."""
+
+    def __init__(self, weights: dict[str, Tensor], cfg: ModelConfig, lora_rank: int = 0, lora_alpha: float = 16.0,
+                 lora_targets: tuple[str, ...] = (), lora_components: tuple[str, ...] = ()):
+        super().__init__()
+        self.cfg = cfg
+        v, t = cfg.vision, cfg.text
+        for prefix, n, kind in ((VIT_BLOCKS, max(v.selected_blocks) + 1, VitBlock), (TEXT_BLOCKS, t.n_layers, DecoderBlock)):
+            self.put_module(prefix.rstrip("."), nn.ModuleList(kind(f"{prefix}{i}.", i, cfg) for i in range(n)))
+        for key, tensor in weights.items():
+            node_path, _, name = key.rpartition(".")
+            if lora_rank and tensor.ndim == 2 and node_path.endswith(lora_targets) and component(key) in lora_components:
+                if not self.has(node_path):
+                    self.put_module(node_path, LoRANode(node_path + ".", lora_rank, lora_alpha, tuple(tensor.shape)))
+            self.put(key, nn.Parameter(tensor.detach().clone(), requires_grad=tensor.is_floating_point()))
+
+    def has(self, path: str) -> bool:
+        try:
+            self.get_submodule(path)
+            return True
+        except AttributeError:
+            return False
+
+    def put_module(self, path: str, module: nn.Module) -> None:
+        *parents, name = path.split(".")
+        node: nn.Module = self
+        for i, part in enumerate(parents):
+            if part not in node._modules:
+                node.add_module(part, Tensors(".".join(parents[:i + 1]) + "."))
+            node = node._modules[part]
+        node.add_module(name, module)
+
+    def blocks(self) -> tuple[nn.ModuleList, nn.ModuleList]:
+        return self.get_submodule(VIT_BLOCKS.rstrip(".")), self.get_submodule(TEXT_BLOCKS.rstrip("."))
+
+    def own(self) -> dict[str, Tensor]:
+        """The tensors outside the blocks (embeddings, connector, patch embedding, final norm, lm_head)."""
+        return self.mapping(skip=(VIT_BLOCKS, TEXT_BLOCKS))
+
+    def encode_images(self, w: dict[str, Tensor], images: Tensor, image_masks: Tensor) -> Tensor:
+        """model.encode_images = vit.vit_features + pooler.connector: [crops, 729, 588] -> [crops, 196, width]."""
+        vit, _ = self.blocks()
+        selected = self.cfg.vision.selected_blocks
+        x, outputs = embed_patches(images, w), {}
+        for i, block in enumerate(vit):
+            x = block(x)
+            if i in selected:
+                outputs[i] = x
+        features = torch.cat([outputs[i] for i in selected], dim=-1)  # [crops, 729, 2·width]
+        is_padding_crop = (images == -1).flatten(1).all(dim=1)  # [crops]
+        features = features * (~is_padding_crop).to(features.dtype)[:, None, None]
+        return connector(features, image_masks, w, self.cfg.vision)
+
+    def forward(self, batch: dict[str, Tensor], targets: Tensor | None = None) -> Tensor:
+        """model.prefill + decoder.decode + lm_head on a collated batch (processor.collate).
+
+        targets [B, L] (next token id, -100 = not in the loss): returns the SUMMED cross-entropy (the caller
+        divides by the global token count); without targets: float32 logits [B, L, vocab]."""
+        w = self.own()
+        x = embed_tokens(batch["input_ids"], w)  # [B, L, width]
+        images, masks = batch["images"], batch["image_masks"]
+        if len(images):
+            features = self.encode_images(w, images, masks)
+            x = add_image_features(x, features, batch["image_input_idx"], batch["crop_batch_index"])
+        elif torch.is_grad_enabled():
+            # A text-only batch still runs the vision tower once, on one padding crop, times zero: every process
+            # then uses every parameter in every step (FSDP's collectives run per block, DDP expects all grads),
+            # and AdamW sees a zero gradient, not none, whatever the world size.
+            v = self.cfg.vision
+            pad = images.new_full((1, v.grid**2, images.shape[-1]), -1.0)
+            unused = self.encode_images(w, pad, masks.new_ones(1, v.grid**2)).sum()
+            x = x + 0.0 * (unused + w["model.language_model.embedding.new_embedding"].sum())  # image-token rows too
+        valid = batch["attention_mask"]  # [B, L] bool, False on the left padding
+        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+        cos, sin = rope_angles(positions, self.cfg.text.head_dim, self.cfg.text.rope_theta)
+        length = x.shape[1]
+        mask = attention_mask(KVCache([], [], valid, length), length)
+        for block in self.blocks()[1]:
+            x = block(x, cos, sin, valid, mask)
+        hidden = rms_norm(x, w["model.language_model.ln_f.weight"], self.cfg.text.norm_eps)
+        if targets is None:
+            return lm_head(hidden, w)
+        keep = targets >= 0  # only the assistant tokens reach the vocabulary projection
+        return F.cross_entropy(lm_head(hidden[keep], w), targets[keep], reduction="sum")
+
+    def merged_state(self) -> dict[str, Tensor]:
+        """Plain checkpoint tensors with any LoRA merged in (on a module that is not sharded)."""
+        with torch.no_grad():
+            return {k: w.detach().clone() for k, w in self.mapping().items()}
