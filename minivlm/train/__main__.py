@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 
 from .recipe import DEFAULTS, RecipeError, apply_overrides, read_recipe
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     from .loop import train  # torch and the model code load only once the command line is valid
 
     rows = train(recipe, args.out, args.resume)
-    if rows:
+    if rows and os.environ.get("RANK", "0") == "0":
         print(f"final loss {rows[-1]['loss']:.4f}; saved to {args.out}")
 
 

@@ -55,15 +55,15 @@ def save_checkpoint(dst: Path, weights: dict[str, torch.Tensor], src: Path, cfg:
                     max_shard_bytes: int | None) -> None:
     """Official format. Tensors minivlm never runs (ViT blocks past the deepest selected one, post_lnorm) are
     copied unchanged from the starting checkpoint, so the file has every key the official loader expects."""
-    dst.mkdir(parents=True, exist_ok=True)
-    copy_checkpoint_files(src, dst)
-    for stale in [*dst.glob("model-*-of-*.safetensors"), dst / SINGLE_FILE, dst / INDEX_FILE]:
-        stale.unlink(missing_ok=True)
     out = {k: w.to(DTYPES[dtype]) for k, w in weights.items()}
     locations = shard_map(src)
-    for key in sorted(unused_keys(cfg)):
+    for key in sorted(unused_keys(cfg)):  # read before anything is written: dst may be src
         with safe_open(str(locations[key]), framework="pt") as f:
             out[key] = f.get_tensor(key).to(DTYPES[dtype])
+    if dst.resolve() != src.resolve():
+        copy_checkpoint_files(src, dst)
+    for stale in [*dst.glob("model-*-of-*.safetensors"), dst / SINGLE_FILE, dst / INDEX_FILE]:
+        stale.unlink(missing_ok=True)
     save_weights(out, dst, max_shard_bytes)
 
 
