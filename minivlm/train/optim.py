@@ -45,7 +45,7 @@ def make_optimizer(module: nn.Module, recipe: dict) -> torch.optim.AdamW:
                                "weight_decay": recipe["weight_decay"] if decay else 0.0})
     if not groups:
         raise ValueError("nothing to train: every component is frozen")
-    return torch.optim.AdamW(groups, betas=tuple(recipe["betas"]))
+    return torch.optim.AdamW(groups, betas=tuple(recipe["betas"]), eps=recipe["eps"])
 
 
 def set_learning_rates(optimizer: torch.optim.Optimizer, recipe: dict, step: int) -> dict[str, float]:

@@ -29,6 +29,7 @@ DEFAULTS: dict = {
     "min_lr_ratio": 0.1,
     "weight_decay": 0.01,  # never on norms, biases, pad/position embeddings (1-D tensors and tables)
     "betas": [0.9, 0.999],
+    "eps": 1e-8,  # AdamW's
     "clip": 1.0,  # max gradient norm (0: no clipping)
     "freeze": [],  # components kept fixed (bit-identical)
     "lora": {"rank": 0, "alpha": 16.0, "targets": ["attn.qkv_w", "attn.out", "ffn.up", "ffn.down"],
