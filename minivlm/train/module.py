@@ -130,19 +130,13 @@ class VLMModule(Tensors):
         v, t = cfg.vision, cfg.text
         for prefix, n, kind in ((VIT_BLOCKS, max(v.selected_blocks) + 1, VitBlock), (TEXT_BLOCKS, t.n_layers, DecoderBlock)):
             self.put_module(prefix.rstrip("."), nn.ModuleList(kind(f"{prefix}{i}.", i, cfg) for i in range(n)))
+        for key, tensor in weights.items():  # LoRA nodes first: a matrix's bias may come before it
+            node_path = key.rpartition(".")[0]
+            if lora_rank and key.endswith(".weight") and tensor.ndim == 2 and node_path.endswith(lora_targets) \
+                    and component(key) in lora_components:
+                self.put_module(node_path, LoRANode(node_path + ".", lora_rank, lora_alpha, tuple(tensor.shape)))
         for key, tensor in weights.items():
-            node_path, _, name = key.rpartition(".")
-            if lora_rank and tensor.ndim == 2 and node_path.endswith(lora_targets) and component(key) in lora_components:
-                if not self.has(node_path):
-                    self.put_module(node_path, LoRANode(node_path + ".", lora_rank, lora_alpha, tuple(tensor.shape)))
             self.put(key, nn.Parameter(tensor.detach().clone(), requires_grad=tensor.is_floating_point()))
-
-    def has(self, path: str) -> bool:
-        try:
-            self.get_submodule(path)
-            return True
-        except AttributeError:
-            return False
 
     def put_module(self, path: str, module: nn.Module) -> None:
         *parents, name = path.split(".")
