@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..chat import render_chat
-from ..config import ModelConfig
-from ..image_io import ImageError
-from ..processor import PromptError, preprocess
-from ..tokenizer import Tokenizer, TokenizerError
+from ..core.config import ModelConfig
+from ..formats.chat import render_chat
+from ..formats.image_io import ImageError
+from ..formats.processor import PromptError, preprocess
+from ..formats.tokenizer import Tokenizer, TokenizerError
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -237,7 +237,7 @@ class Encoder:
 
 
 def pad_targets(samples: list[dict[str, Tensor]]) -> Tensor:
-    """Targets left-padded like processor.collate pads the ids: [B, L]."""
+    """Targets left-padded like core.batch.collate pads the ids: [B, L]."""
     longest = max(len(s["targets"]) for s in samples)
     return torch.stack([torch.nn.functional.pad(s["targets"], (longest - len(s["targets"]), 0), value=-100)
                         for s in samples])

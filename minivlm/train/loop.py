@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..chat import load_chat_template
-from ..config import load_config, with_max_crops
-from ..processor import collate
-from ..tokenizer import Tokenizer
-from ..weights import load_weights
+from ..core.batch import collate
+from ..core.config import with_max_crops
+from ..formats.chat import load_chat_template
+from ..formats.config_json import load_config
+from ..formats.tokenizer import Tokenizer
+from ..formats.weights import load_weights
 from . import log
 from .data import DataError, Encoder, load_source, report, step_draws
 from .module import VLMModule

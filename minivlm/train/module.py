@@ -6,7 +6,7 @@ its key paths, and `module.state_dict()` keys ARE the checkpoint keys ("model.vi
 
 Nothing is re-implemented: each ViT block's forward is `vit.vit_block`, each decoder block's `decoder.decoder_block`,
 and the rest is `patch_embed.embed_patches`, `pooler.connector`, `decoder.embed_tokens`, `add_image_features`,
-`rms_norm`, `lm_head`. Only the ~20 lines of loop glue of `vit_features` / `prefill` / `decode` are repeated
+`rms_norm`, `lm_head`. Only the ~20 lines of loop glue of `vit_features` / `prefill` / `run_decoder` are repeated
 here, so that each block is called AS A MODULE (FSDP unshards a block's weights in its pre-forward hook) and can
 be wrapped in activation checkpointing. A test checks that the result equals `minivlm.load(...)`'s logits.
 
@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import ModelConfig
-from ..decoder import KVCache, add_image_features, attention_mask, decoder_block, embed_tokens, lm_head
-from ..layers import rms_norm
-from ..patch_embed import embed_patches
-from ..pooler import connector
-from ..rope import rope_angles
-from ..vit import vit_block
+from ..core.config import ModelConfig
+from ..core.decoder import KVCache, add_image_features, attention_mask, decoder_block, embed_tokens, lm_head
+from ..core.layers import rms_norm
+from ..core.patch_embed import embed_patches
+from ..core.pooler import connector
+from ..core.rope import rope_angles
+from ..core.vit import vit_block
 
 VIT_BLOCKS, TEXT_BLOCKS = "model.vision_model.layers.", "model.language_model.layers."
 
@@ -116,8 +116,8 @@ class DecoderBlock(Block):
         j, (batch, length, _) = self.index, x.shape
         cfg = self.cfg.text
         shape = (batch, cfg.n_kv_heads, length, cfg.head_dim)
-        cache = KVCache({j: x.new_zeros(shape)}, {j: x.new_zeros(shape)}, valid, length)
-        return decoder_block(x, self.mapping(), j, cfg, cos, sin, cache, mask)
+        cache = KVCache({j: x.new_zeros(shape)}, {j: x.new_zeros(shape)}, valid)
+        return decoder_block(x, self.mapping(), j, cfg, cos, sin, cache, 0, mask)
 
 
 class VLMModule(Tensors):
@@ -155,7 +155,7 @@ class VLMModule(Tensors):
         return self.mapping(skip=(VIT_BLOCKS, TEXT_BLOCKS))
 
     def encode_images(self, w: dict[str, Tensor], images: Tensor, image_masks: Tensor) -> Tensor:
-        """model.encode_images = vit.vit_features + pooler.connector: [crops, 729, 588] -> [crops, 196, width]."""
+        """generation.encode_images = vit.vit_features + pooler.connector: [crops, 729, 588] -> [crops, 196, width]."""
         vit, _ = self.blocks()
         selected = self.cfg.vision.selected_blocks
         x, outputs = embed_patches(images, w), {}
@@ -169,7 +169,7 @@ class VLMModule(Tensors):
         return connector(features, image_masks, w, self.cfg.vision)
 
     def forward(self, batch: dict[str, Tensor], targets: Tensor | None = None) -> Tensor:
-        """model.prefill + decoder.decode + lm_head on a collated batch (processor.collate).
+        """generation.prefill + decoder.run_decoder + lm_head on a collated batch (processor.collate).
 
         targets [B, L] (next token id, -100 = not in the loss): returns the SUMMED cross-entropy (the caller
         divides by the global token count); without targets: float32 logits [B, L, vocab]."""
@@ -190,8 +190,7 @@ class VLMModule(Tensors):
         valid = batch["attention_mask"]  # [B, L] bool, False on the left padding
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
         cos, sin = rope_angles(positions, self.cfg.text.head_dim, self.cfg.text.rope_theta)
-        length = x.shape[1]
-        mask = attention_mask(KVCache([], [], valid, length), length)
+        mask = attention_mask(valid, x.shape[1])
         for block in self.blocks()[1]:
             x = block(x, cos, sin, valid, mask)
         hidden = rms_norm(x, w["model.language_model.ln_f.weight"], self.cfg.text.norm_eps)

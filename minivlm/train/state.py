@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 
-from ..config import ModelConfig
-from ..weights import INDEX_FILE, SINGLE_FILE, save_weights, shard_map, unused_keys
+from ..core.config import ModelConfig
+from ..formats.weights import INDEX_FILE, SINGLE_FILE, save_weights, shard_map, unused_keys
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

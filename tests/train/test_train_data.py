@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 
-from minivlm.chat import load_chat_template
-from minivlm.config import load_config, with_max_crops
-from minivlm.tokenizer import Tokenizer
+from minivlm.core.config import with_max_crops
+from minivlm.formats.chat import load_chat_template
+from minivlm.formats.config_json import load_config
+from minivlm.formats.tokenizer import Tokenizer
 from minivlm.train.data import DataError, Encoder, Source, normalize, read_jsonl, step_draws
 
-from conftest import FIXTURE, RECORDS, write_jsonl
+from train_helpers import FIXTURE, RECORDS, data, write_jsonl  # noqa: F401 (data: a fixture)
 
 
 @pytest.fixture(scope="module")

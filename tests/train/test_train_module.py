@@ -8,13 +8,13 @@ import torch
 from safetensors.torch import load_file
 
 import minivlm
-from minivlm.config import with_max_crops
-from minivlm.processor import collate
+from minivlm.core.batch import collate
+from minivlm.core.config import with_max_crops
 from minivlm.train.module import VLMModule
 from minivlm.train.state import merge_lora, save_checkpoint
-from minivlm.weights import INDEX_FILE
+from minivlm.formats.weights import INDEX_FILE
 
-from conftest import FIXTURE, train
+from train_helpers import FIXTURE, data, text_data, train  # noqa: F401 (fixtures)
 
 LORA = dict(lora_rank=4, lora_alpha=8.0, lora_targets=("attn.qkv_w", "attn.out", "ffn.up", "ffn.down"),
             lora_components=("vision", "decoder"))
@@ -45,8 +45,8 @@ def with_random_lora(module: VLMModule, seed: int = 0) -> VLMModule:
 
 
 def vlm_logits(vlm, batch) -> torch.Tensor:
-    from minivlm.decoder import KVCache, lm_head
-    from minivlm.model import prefill
+    from minivlm.core.decoder import KVCache, lm_head
+    from minivlm.core.generation import prefill
 
     cache = KVCache.empty(vlm.cfg.text, *batch["input_ids"].shape, torch.float32, "cpu")
     return lm_head(prefill(vlm.weights, vlm.cfg, batch, cache)[0], vlm.weights)

@@ -1,9 +1,9 @@
-"""The demo model's starting checkpoint: `python -m minivlm.train.tiny_pretrain --out DIR [--steps N]`.
+"""The demo model's starting checkpoint: `python -m minivlm.tiny.pretrain --out DIR [--steps N]`.
 
 Jina-VLM starts from a pretrained SigLIP2 and a pretrained Qwen3; the demo model has neither. This writes the
-tiny checkpoint's files and initial weights, then (N > 0) runs `minivlm.train_tiny`'s stage 0, which stands in
+tiny checkpoint's files and initial weights, then (N > 0) runs `minivlm.tiny.train`'s stage 0, which stands in
 for SigLIP2's pretraining: ViT + connector alone on images, a throw-away probe naming the shape under every
-pooled cell. It is outside the paper's recipe; `python -m minivlm.train --recipe recipes/tiny.json` then trains
+pooled cell. It is outside the paper's recipe; `python -m minivlm.train --recipe minivlm/train/recipes/tiny.json` then trains
 the result through the paper's two stages (`make train-tiny` runs both).
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import train_tiny
-from ..config import load_config
-from ..tiny_checkpoint import Sizes, init_weights, save_weights, write_checkpoint_files
+from ..formats.config_json import load_config
+from . import train as train_tiny
+from .checkpoint import Sizes, init_weights, save_weights, write_checkpoint_files
 
 
 def pretrain(out: str | Path, steps: int = 1500, seed: int = 0, progress: bool = True) -> list[float]:
@@ -28,7 +28,7 @@ def pretrain(out: str | Path, steps: int = 1500, seed: int = 0, progress: bool =
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m minivlm.train.tiny_pretrain", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m minivlm.tiny.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=1500, help="stage-0 steps (0: random weights only)")
     p.add_argument("--seed", type=int, default=0)

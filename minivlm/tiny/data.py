@@ -1,4 +1,4 @@
-"""The demo model's training data, as `python` sources of the tiny recipe (`recipes/tiny.json`).
+"""The demo model's training data, as `python` sources of the tiny recipe (`minivlm/train/recipes/tiny.json`).
 
 Each function draws ONE record in the chat-messages format from `rng` (the trainer gives every sample its own
 seeded Random), with the image as a PIL image: the synthetic shapes task of `minivlm.tiny_task`.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from .. import tiny_task
+from . import task as tiny_task
 
 
 def _scene(rng: random.Random) -> tiny_task.Scene:

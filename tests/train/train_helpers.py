@@ -1,4 +1,5 @@
 """Shared pieces of the trainer's tests: a small JSONL data set next to its images, and runs of the trainer.
+Imported by name (tests/conftest.py is the `conftest` module), fixtures included.
 
 Everything trains the jvlm-tiny fixture (random weights, official format) with max_crops 1 (two crops per image),
 float32 and a handful of steps, so that runs take seconds and results are comparable to float tolerance.
