@@ -120,6 +120,10 @@ def train(recipe: dict, out: str | Path, resume: str | Path | None = None) -> li
     module = VLMModule(load_weights(src, cfg, dtype=torch.float32), cfg, lora["rank"], lora["alpha"],
                        tuple(lora["targets"]), tuple(lora["components"]))
     set_trainable(module, recipe)
+    if recipe["dtype"] == "bfloat16" and not (world > 1 and recipe["parallel"] == "fsdp"):
+        for p in module.parameters():  # frozen tensors (LoRA's bases) are only read: bfloat16 halves their memory
+            if not p.requires_grad and p.is_floating_point():  # (FSDP wants one dtype per sharded group)
+                p.data = p.data.to(torch.bfloat16)
     for block in [*module.blocks()[0], *module.blocks()[1]]:
         block.checkpointing = recipe["activation_checkpointing"]
     module.to(device)

@@ -124,7 +124,9 @@ class VLMModule(Tensors):
     """The whole model. forward(batch) -> final hidden states [B, L, width] (then `logits` for the vocabulary)."""
 
     def __init__(self, weights: dict[str, Tensor], cfg: ModelConfig, lora_rank: int = 0, lora_alpha: float = 16.0,
-                 lora_targets: tuple[str, ...] = (), lora_components: tuple[str, ...] = ()):
+                 lora_targets: tuple[str, ...] = (), lora_components: tuple[str, ...] = (), copy: bool = True):
+        """`copy=False` adopts the tensors as they are (fresh ones, e.g. random weights: no second copy in memory);
+        keep the default for `load_weights`' output, which may be views of the memory-mapped file."""
         super().__init__()
         self.cfg = cfg
         v, t = cfg.vision, cfg.text
@@ -136,7 +138,8 @@ class VLMModule(Tensors):
                     and component(key) in lora_components:
                 self.put_module(node_path, LoRANode(node_path + ".", lora_rank, lora_alpha, tuple(tensor.shape)))
         for key, tensor in weights.items():
-            self.put(key, nn.Parameter(tensor.detach().clone(), requires_grad=tensor.is_floating_point()))
+            tensor = tensor.detach().clone() if copy else tensor.detach()
+            self.put(key, nn.Parameter(tensor, requires_grad=tensor.is_floating_point()))
 
     def put_module(self, path: str, module: nn.Module) -> None:
         *parents, name = path.split(".")
