@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
-import torch
 
 from minivlm.core.config import with_max_crops
 from minivlm.formats.chat import load_chat_template
@@ -13,7 +11,7 @@ from minivlm.formats.config_json import load_config
 from minivlm.formats.tokenizer import Tokenizer
 from minivlm.train.data import DataError, Encoder, Source, normalize, read_jsonl, step_draws
 
-from train_helpers import FIXTURE, RECORDS, data, write_jsonl  # noqa: F401 (data: a fixture)
+from train_helpers import FIXTURE, RECORDS, data, write_jsonl  # noqa: F401,F811 (data: a fixture)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_helpers import data, torchrun, train  # noqa: F401 (data: a fixture)
+from train_helpers import data, torchrun, train  # noqa: F401,F811 (data: a fixture)
 
 # Weights are compared to float tolerance AS ADAM SEES IT: Adam divides each gradient by its own running size, so
 # an element whose gradient is rounding noise (exactly zero in exact arithmetic: key biases, which softmax ignores)

@@ -14,7 +14,7 @@ from minivlm.train.module import VLMModule
 from minivlm.train.state import merge_lora, save_checkpoint
 from minivlm.formats.weights import INDEX_FILE
 
-from train_helpers import FIXTURE, data, text_data, train  # noqa: F401 (fixtures)
+from train_helpers import FIXTURE, data, text_data, train  # noqa: F401,F811 (fixtures)
 
 LORA = dict(lora_rank=4, lora_alpha=8.0, lora_targets=("attn.qkv_w", "attn.out", "ffn.up", "ffn.down"),
             lora_components=("vision", "decoder"))

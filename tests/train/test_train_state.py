@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from minivlm.train.recipe import DEFAULTS, learning_rate, merge
 
-from train_helpers import FIXTURE, data, text_data, train  # noqa: F401 (fixtures)
+from train_helpers import FIXTURE, data, text_data, train  # noqa: F401,F811 (fixtures)
 
 ARGS = ["--batch-size", "2", "--seed", "1"]
 
