@@ -6,4 +6,7 @@ recipe.py   the recipe file (stages, sources, parameter groups) and its command-
 optim.py    AdamW parameter groups per component, warmup + cosine per group
 state.py    official-format checkpoints and exact-resume state (safetensors + JSON, never pickle)
 loop.py     the training loop, one process or many (torchrun: DDP or FSDP2)
+log.py      the progress line, losses.csv, loss_curve.png
+measure.py  seconds and memory of one LoRA step at the release's size (README's numbers)
+recipes/    tiny.json (the demo model, after minivlm.tiny.pretrain), jina-vlm-finetune.json
 """

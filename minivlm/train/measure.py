@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m minivlm.train.measure", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=3, help="optimizer steps; the first is reported apart (warm-up)")
     p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--config", default=str(CONFIG), help="folder with config.json and preprocessor_config.json")
     args = p.parse_args(argv)
-    cfg = load_config(CONFIG)
+    cfg = load_config(args.config)
     recipe = merge(DEFAULTS, {"dtype": "bfloat16", "freeze": ["embeddings"], "lr": 1e-4,
                               "lora": {"rank": args.lora_rank, "alpha": 2.0 * args.lora_rank}})
     lora = recipe["lora"]
