@@ -8,7 +8,7 @@ Nothing is re-implemented: each ViT block's forward is `vit.vit_block`, each dec
 and the rest is `patch_embed.embed_patches`, `pooler.connector`, `decoder.embed_tokens`, `add_image_features`,
 `rms_norm`, `lm_head`. Only the ~20 lines of loop glue of `vit_features` / `prefill` / `run_decoder` are repeated
 here, so that each block is called AS A MODULE (FSDP unshards a block's weights in its pre-forward hook) and can
-be wrapped in activation checkpointing. A test checks that the result equals `minivlm.load(...)`'s logits.
+be wrapped in activation checkpointing. A test checks that the logits equal core's `prefill` + `lm_head`.
 
 LoRA (optional, on chosen matrices): the block keeps the frozen matrix W and two small factors A [r, in],
 B [out, r] (B starts at zero), and hands the core function W + (alpha / r) B A. Merging for saving is that sum.
@@ -35,7 +35,7 @@ VIT_BLOCKS, TEXT_BLOCKS = "model.vision_model.layers.", "model.language_model.la
 
 
 def component(key: str) -> str:
-    """The parameter group a checkpoint key belongs to: vision, connector, decoder or embeddings (paper §3)."""
+    """The parameter group a checkpoint key belongs to: vision, connector, decoder or embeddings."""
     if key.startswith("model.vision_model.vl_connector."):
         return "connector"
     if key.startswith("model.vision_model."):
