@@ -141,9 +141,10 @@ def train(recipe: dict, out: str | Path, resume: str | Path | None = None) -> li
         rows, start = state["losses"], state["step"]
     total, accum, started = total_steps(recipe), recipe["grad_accum"], time.perf_counter()
 
-    def save(dst: Path, step: int) -> None:  # collective: every rank gathers, rank 0 writes
+    def save(dst: Path, step: int, state: bool = True) -> None:  # collective: every rank gathers, rank 0 writes
         params = full_model_state(module)
-        save_train_state(dst if rank == 0 else None, module, optimizer, step, rows, recipe, params)
+        if state:
+            save_train_state(dst if rank == 0 else None, module, optimizer, step, rows, recipe, params)
         if rank == 0:
             weights = merge_lora(params, lora["alpha"] / max(1, lora["rank"]))
             save_checkpoint(dst, weights, src, cfg, recipe["save_dtype"], recipe["max_shard_bytes"])
@@ -189,7 +190,7 @@ def train(recipe: dict, out: str | Path, resume: str | Path | None = None) -> li
             save(out / f"checkpoint-{step + 1}", step + 1)
     if rank == 0 and recipe["progress"]:
         print(file=sys.stderr)
-    save(out, total)
+    save(out, total, recipe["final_train_state"])
     if world > 1:
         dist.barrier()
     return rows

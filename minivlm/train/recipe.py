@@ -41,6 +41,7 @@ DEFAULTS: dict = {
     "on_bad": "skip",  # bad records: "skip" (reported) or "error"
     "save_every": 0,  # also write out/checkpoint-<step> every N steps (0: only at the end)
     "save_dtype": "float32",
+    "final_train_state": True,  # also write out/train_state (to continue later); periodic checkpoints always have it
     "max_shard_bytes": None,  # split model.safetensors into shards + index above this size
     "val": {"sources": [], "samples": 0, "every": 0},  # validation loss on `samples` fixed draws every N steps
     "progress": True,

@@ -74,7 +74,7 @@ def full_model_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_train_state(dst: Path, module, optimizer, step: int, losses: list[dict], recipe: dict,
                      params: dict[str, torch.Tensor]) -> None:
-    """Collective (the optimizer state is gathered); rank 0 passes write=True via `dst` not None."""
+    """Collective (the optimizer state is gathered); only the caller with a `dst` (rank 0) writes."""
     osd = get_optimizer_state_dict(module, optimizer, options=FULL)
     if dst is None:
         return

@@ -28,6 +28,7 @@ def test_a_few_dozen_steps_of_the_tiny_recipe_lower_the_loss(tmp_path):
     losses = [float(r["loss"]) for r in rows]
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:3]) / 3
     assert [bool(r["val_loss"]) for r in rows] == [i in (9, 19) for i in range(20)]
+    assert not (tmp_path / "run" / "train_state").exists()  # the shipped folder stays small (final_train_state)
     out = minivlm.load(tmp_path / "run")  # the demo model's checkpoint format, written by the general trainer
     assert out.generate("<|image|>What color is the circle?", [tmp_path / "start" / "example.png"],
                         max_new_tokens=3).token_ids
