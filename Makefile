@@ -26,7 +26,8 @@ train-tiny: $(STAMP)
 	$(PY) -m minivlm.train_tiny --out $(TINY)
 	$(PY) -m minivlm.eval_tiny --model $(TINY) -n 400 --seed 12345
 
-# Exact-match accuracy of the embedded model on 400 fresh questions, per language and question type.
+# Exact-match accuracy of the embedded model on 400 fresh questions, per language and question type, and on
+# count questions about scenes with identical shapes.
 eval-tiny: $(STAMP)
 	$(PY) -m minivlm.eval_tiny --model $(TINY) -n 400 --seed 12345
 
