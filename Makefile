@@ -15,21 +15,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test,notebooks]"
 	touch $(STAMP)
 
-# The embedded model (weights/minivlm-tiny, 5 MB, trained by `make train-tiny`): runs offline in seconds.
-TINY := weights/minivlm-tiny
+# The embedded model (minivlm/tiny/minivlm-tiny, 5 MB, trained by `make train-tiny`): runs offline in seconds.
+TINY := minivlm/tiny/minivlm-tiny
 
 demo: $(STAMP)
-	$(PY) -m minivlm.generate --model $(TINY) --image $(TINY)/example.png --prompt "What color is the circle?"
+	$(PY) -m minivlm.generate --image $(TINY)/example.png --prompt "What color is the circle?"
 
 # Retrain the embedded model from scratch (fixed seed; 38.5 minutes measured on 2 CPU cores, bit-identical to the shipped weights), then evaluate it.
 train-tiny: $(STAMP)
-	$(PY) -m minivlm.train_tiny --out $(TINY)
-	$(PY) -m minivlm.eval_tiny --model $(TINY) -n 400 --seed 12345
+	$(PY) -m minivlm.tiny.train --out $(TINY)
+	$(PY) -m minivlm.tiny.eval --model $(TINY) -n 400 --seed 12345
 
 # Exact-match accuracy of the embedded model on 400 fresh questions, per language and question type, and on
 # count questions about scenes with identical shapes.
 eval-tiny: $(STAMP)
-	$(PY) -m minivlm.eval_tiny --model $(TINY) -n 400 --seed 12345
+	$(PY) -m minivlm.tiny.eval --model $(TINY) -n 400 --seed 12345
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,6 +1,7 @@
 """`python -m minivlm.generate`: image(s) + prompt -> a streamed answer, from an official-format checkpoint.
 
-    python -m minivlm.generate --model weights/minivlm-tiny --image cat.png --prompt "What color is the circle?"
+    python -m minivlm.generate --image shapes.png --prompt "What color is the circle?"   # the embedded demo model
+    python -m minivlm.generate --model weights/jina-vlm --image cat.jpg --prompt "What is in this image?"
 
 The prompt goes through the checkpoint's chat template (one <|image|> per image) unless --raw is given, in which
 case it is used verbatim, like the official processor. --json prints one JSON object instead of streaming.
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .image_io import MAX_IMAGE_PIXELS
+from .formats.image_io import MAX_IMAGE_PIXELS
+from .tiny import DEMO_DIR
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -25,7 +27,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m minivlm.generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(WEIGHTS_DIR / "minivlm-tiny"),
+    p.add_argument("--model", default=str(DEMO_DIR),
                    help="checkpoint folder, or a Hugging Face id (e.g. jinaai/jina-vlm); default: the embedded tiny model")
     p.add_argument("--image", action="append", default=[], help="image file (repeat for several images)")
     p.add_argument("--prompt", required=True, help="the question or instruction")
@@ -79,9 +81,9 @@ def resolve_model(model: str) -> Path:
 
 def check_args(args: argparse.Namespace) -> None:
     """Every check that needs no model, so that a typo fails in a second, not after loading 5 GB."""
-    from .processor import check_prompt
-    from .sampler import SamplingSettings
-    from .weights import check_device
+    from .core.sampler import SamplingSettings
+    from .formats.processor import check_prompt
+    from .vlm import check_device
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
@@ -95,9 +97,9 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from . import load
-    from .config import with_max_crops
-    from .image_io import open_image
+    from .core.config import with_max_crops
+    from .formats.image_io import open_image
+    from .vlm import load
 
     check_args(args)
     images = [open_image(p, allow_truncated=args.allow_truncated, max_image_pixels=args.max_image_pixels or None)

@@ -16,7 +16,7 @@ from IPython.display import display
 NOTEBOOK_DIR = Path(__file__).resolve().parent
 ROOT = NOTEBOOK_DIR.parent  # the repository
 FIXTURE_DIR = ROOT / "tests" / "fixtures" / "jvlm-tiny"  # random weights + the official code's golden outputs
-TINY_DIR = ROOT / "weights" / "minivlm-tiny"  # the shipped demo model, trained on coloured shapes
+TINY_DIR = ROOT / "minivlm" / "tiny" / "minivlm-tiny"  # the shipped demo model (minivlm.tiny.DEMO_DIR)
 REAL_CONFIG_DIR = ROOT / "minivlm" / "configs" / "jina-vlm"  # the release's sizes, no weights
 REAL_WEIGHTS_DIR = ROOT / "weights" / "jina-vlm"  # `make weights` puts the real model here
 
@@ -58,12 +58,10 @@ def table(header: list[str], rows: list[list], align: str | None = None) -> None
 
 
 def crops_as_images(patches: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """[crops, grid², patch²·3] in [-1, 1] -> [crops, S, S, 3] in [0, 1]: the tiler's patchify, undone for plotting."""
-    n, tokens, _ = patches.shape
-    g = int(round(tokens**0.5))
-    x = patches.reshape(n, g, g, patch_size, patch_size, 3)  # each patch flattened (dy, dx, channel)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(n, g * patch_size, g * patch_size, 3)
-    return ((x + 1) / 2).clamp(0, 1)
+    """[crops, grid², patch²·3] in [-1, 1] -> [crops, S, S, 3] in [0, 1]: the tiler's patches as pictures to plot."""
+    from minivlm.core.tiler import unpatchify
+
+    return ((unpatchify(patches, patch_size).permute(0, 2, 3, 1) + 1) / 2).clamp(0, 1)  # [crops, S, S, 3]
 
 
 def grid_overlay(ax, size: int, step: int, **kwargs) -> None:

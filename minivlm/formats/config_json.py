@@ -1,0 +1,257 @@
+"""Reading the official configuration files into minivlm's config dataclasses (`minivlm.core.config`).
+
+Jina-VLM's `config.json` is a tree of dataclasses (vision_config / text_config, each with a block_config
+holding attn_config, ffn_config and lnorm_config; the connector under vision_config.vl_connector_config).
+We read only what changes the forward pass into the three small frozen dataclasses of `core.config`, and we *refuse* every value
+we do not implement, naming the field, the value and what is supported. A missing key is an error too:
+the official class defaults (eps 1e-5, a CLS token, 12 layers...) are not the release's values, so guessing
+would silently build a different model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..core.config import ModelConfig, PreprocessorConfig, TextConfig, VisionConfig
+
+
+class ConfigError(ValueError):
+    """A checkpoint's configuration is missing a field or asks for something minivlm does not implement."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading JSON with clear errors
+
+
+class _Section:
+    """A dict from config.json that knows its path, so every error names `file: a.b.c`."""
+
+    def __init__(self, data: dict, path: str, file: Path):
+        self.data, self.path, self.file = data, path, file
+
+    def _where(self, key: str) -> str:
+        return f"{self.file}: {self.path + '.' if self.path else ''}{key}"
+
+    def get(self, key: str) -> Any:
+        if key not in self.data:
+            raise ConfigError(f"{self._where(key)} is missing (minivlm never guesses a default)")
+        return self.data[key]
+
+    def section(self, key: str) -> "_Section":
+        value = self.get(key)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self._where(key)} should be an object, found {value!r}")
+        return _Section(value, f"{self.path + '.' if self.path else ''}{key}", self.file)
+
+    def int(self, key: str) -> int:
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{self._where(key)} should be a positive integer, found {value!r}")
+        return value
+
+    def number(self, key: str) -> float:
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{self._where(key)} should be a positive number, found {value!r}")
+        return float(value)
+
+    def expect(self, key: str, *supported: Any, missing_ok: bool = False) -> Any:
+        """The value must be one of `supported` (e.g. the pooling type minivlm implements)."""
+        if missing_ok and key not in self.data:
+            return supported[0]
+        value = self.get(key)
+        if value not in supported:
+            options = " or ".join(repr(s) for s in supported)
+            raise ConfigError(f"{self._where(key)} = {value!r} is not supported by minivlm (supported: {options})")
+        return value
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a checkpoint file; errors name the file."""
+    if not path.is_file():
+        raise ConfigError(f"{path} not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a broken download, or not a text file at all
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} should hold a JSON object")
+    return data
+
+
+def _check_norm(norm: _Section, kind: str, with_bias: bool) -> float:
+    norm.expect("type", kind)
+    norm.expect("with_affine", True)
+    norm.expect("bias", with_bias)
+    return norm.number("eps")
+
+
+def _check_attention(attn: _Section, on_heads_qk_norm: bool) -> None:
+    """Refuse attention variants that change the maths (qk norms, clipping, windows, custom scales)."""
+    attn.expect("q_lnorm", on_heads_qk_norm)
+    attn.expect("k_lnorm", on_heads_qk_norm)
+    attn.expect("v_lnorm", False, missing_ok=True)
+    attn.expect("o_lnorm", False, missing_ok=True)
+    attn.expect("inner_lnorm", False, missing_ok=True)
+    attn.expect("clip_qkv", None, missing_ok=True)
+    attn.expect("softmax_scale", None, missing_ok=True)
+    attn.expect("sliding_window", -1, None, missing_ok=True)
+    if on_heads_qk_norm:
+        attn.expect("qkv_lnorm_on_heads", True)
+
+
+def _check_ffn(ffn: _Section, activation: str, gated: bool, bias: bool) -> int:
+    ffn.expect("activation_type", activation)
+    ffn.expect("gated_activation", gated)
+    ffn.expect("bias", bias)
+    ffn.expect("inner_lnorm", False, missing_ok=True)
+    return ffn.int("size")
+
+
+def _check_block(block: _Section) -> None:
+    block.expect("postnorm", False)
+    block.expect("attn_lscale_init", None, missing_ok=True)
+    block.expect("ffn_lscale_init", None, missing_ok=True)
+
+
+def _vision_config(vc: _Section) -> VisionConfig:
+    for key, value in [("use_cls_token", False), ("linear_patch_embedding", True), ("patch_embedding_bias", True),
+                       ("use_absolute_positional_embeddings", True), ("pre_lnorm", False), ("n_channels", 3)]:
+        vc.expect(key, value)
+    block = vc.section("block_config")
+    _check_block(block)
+    attn = block.section("attn_config")
+    _check_attention(attn, on_heads_qk_norm=False)
+    n_heads = attn.int("n_heads")
+    attn.expect("n_kv_heads", None, n_heads)
+    eps = _check_norm(block.section("lnorm_config"), "default", with_bias=True)
+    mlp_size = _check_ffn(block.section("ffn_config"), "gelu_pytorch_tanh", gated=False, bias=True)
+
+    image_size = vc.get("input_size")
+    if image_size not in ([378, 378], (378, 378)) and not (isinstance(image_size, list) and len(image_size) == 2
+                                                           and image_size[0] == image_size[1]):
+        raise ConfigError(f"{vc._where('input_size')} = {image_size!r}: square crops expected")
+    n_layers = vc.int("n_layers")
+    post_lnorm = vc.expect("post_lnorm", True, False)
+    n_hidden_states = n_layers + (1 if post_lnorm else 0)
+    vit_layers = vc.get("vit_layers")
+    if not isinstance(vit_layers, list) or not vit_layers or not all(isinstance(i, int) for i in vit_layers):
+        raise ConfigError(f"{vc._where('vit_layers')} should be a non-empty list of integers, found {vit_layers!r}")
+    for i in vit_layers:
+        if not -n_hidden_states <= i < n_hidden_states or i % n_hidden_states == n_layers:
+            raise ConfigError(f"{vc._where('vit_layers')} = {vit_layers}: index {i} does not name one of the "
+                              f"{n_layers} block outputs (post_lnorm output is not supported)")
+
+    conn = vc.section("vl_connector_config")
+    conn.expect("pooling_type", "attention_meanq")
+    conn.expect("padding_embed_type", "pad_and_partial_pad")
+    conn.expect("projector_type", "mlp")
+    pool_attn = conn.section("attn_pooling_config")
+    _check_attention(pool_attn, on_heads_qk_norm=False)
+    pool_heads = pool_attn.int("n_heads")
+    pool_attn.expect("n_kv_heads", None, pool_heads)
+    projector_size = _check_ffn(conn.section("mlp_projector_config"), "silu", gated=True, bias=False)
+
+    return VisionConfig(
+        hidden_size=vc.int("hidden_size"), n_layers=n_layers, n_heads=n_heads, head_dim=attn.int("head_dim"),
+        mlp_size=mlp_size, norm_eps=eps, crop_size=image_size[0], patch_size=vc.int("patch_size"),
+        vit_layers=tuple(vit_layers), n_hidden_states=n_hidden_states,
+        pool_h=conn.int("pooling_h"), pool_w=conn.int("pooling_w"), pool_n_heads=pool_heads,
+        pool_head_dim=pool_attn.int("head_dim"), projector_size=projector_size, output_size=vc.int("output_size"))
+
+
+def _text_config(tc: _Section) -> TextConfig:
+    tc.expect("rope", True)
+    tc.expect("normalize_input_embeds", False)
+    tc.expect("rope_scaling", None, missing_ok=True)
+    tc.expect("partial_rotary_factor", 1.0, 1, missing_ok=True)
+    block = tc.section("block_config")
+    _check_block(block)
+    attn = block.section("attn_config")
+    _check_attention(attn, on_heads_qk_norm=True)
+    attn_eps = _check_norm(attn.section("lnorm_config"), "rms", with_bias=False)
+    eps = _check_norm(block.section("lnorm_config"), "rms", with_bias=False)
+    if attn_eps != eps:
+        raise ConfigError(f"{tc.file}: q/k norm eps {attn_eps} differs from block norm eps {eps}; "
+                          "minivlm assumes one eps")
+    mlp_size = _check_ffn(block.section("ffn_config"), "silu", gated=True, bias=False)
+    n_heads, n_kv_heads = attn.int("n_heads"), attn.int("n_kv_heads")
+    if n_heads % n_kv_heads:
+        raise ConfigError(f"{attn._where('n_kv_heads')} = {n_kv_heads} does not divide n_heads = {n_heads}")
+    return TextConfig(
+        hidden_size=tc.int("hidden_size"), n_layers=tc.int("n_layers"), n_heads=n_heads, n_kv_heads=n_kv_heads,
+        head_dim=attn.int("head_dim"), mlp_size=mlp_size, norm_eps=eps, rope_theta=tc.number("rope_theta"),
+        vocab_size=tc.int("vocab_size"), embedding_size=tc.int("embedding_size"),
+        additional_vocab_size=tc.int("additional_vocab_size"), max_sequence_length=tc.int("max_sequence_length"))
+
+
+def _preprocessor_config(pp: _Section, vision: VisionConfig) -> PreprocessorConfig:
+    """The tiling settings; the crop geometry it repeats must be the ViT's (the one place minivlm keeps it)."""
+    pp.expect("cropping_method", "overlap-and-resize")
+    pp.expect("normalization_method", "minmax")
+    pp.expect("image_min", -1.0, -1)
+    pp.expect("image_max", 1.0, 1)
+    pp.expect("interpolation", "bilinear")
+    pp.expect("antialias", False)
+    pp.expect("resize_in_float32", False)
+    pp.expect("preserve_aspect_ratio", False)
+    pp.expect("do_resize", True)
+    pp.expect("do_convert_rgb", True)
+    pp.expect("use_column_tokens", True)
+    pp.expect("random_interpolation", False, missing_ok=True)
+    size = pp.get("base_input_size")
+    if not (isinstance(size, list) and len(size) == 2 and size[0] == size[1] and isinstance(size[0], int)):
+        raise ConfigError(f"{pp._where('base_input_size')} = {size!r}: a square [n, n] crop size expected")
+    if (size[0], pp.int("patch_size")) != (vision.crop_size, vision.patch_size):
+        raise ConfigError(f"{pp.file}: crops of {size[0]} px in {pp.get('patch_size')} px patches "
+                          f"do not match the ViT's {vision.crop_size} px / {vision.patch_size} px")
+    if (pp.int("pooling_h"), pp.int("pooling_w")) != (vision.pool_h, vision.pool_w):
+        raise ConfigError(f"{pp.file}: pooling {pp.get('pooling_h')}x{pp.get('pooling_w')} does not match "
+                          f"config.json's {vision.pool_h}x{vision.pool_w}")
+    for key, expected in zip(("token_length_h", "token_length_w"), vision.pooled_grid):
+        if pp.int(key) != expected:
+            raise ConfigError(f"{pp._where(key)} = {pp.get(key)}: the crop grid {vision.grid} pooled by "
+                              f"{vision.pool_h}x{vision.pool_w} gives {expected}")
+    margins = pp.get("overlap_margins")
+    if not (isinstance(margins, list) and len(margins) == 2 and all(isinstance(m, int) and m >= 0 for m in margins)):
+        raise ConfigError(f"{pp._where('overlap_margins')} = {margins!r}: two non-negative integers expected")
+    return PreprocessorConfig(max_crops=pp.int("max_crops"), overlap_margins=(margins[0], margins[1]),
+                              min_pixels=pp.int("min_pixels"), max_pixels=pp.int("max_pixels"))
+
+
+def load_config(checkpoint_dir: str | Path) -> ModelConfig:
+    """Read config.json, preprocessor_config.json and (optional) processor_config.json of a checkpoint."""
+    root = Path(checkpoint_dir)
+    config_file, pp_file = root / "config.json", root / "preprocessor_config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{root} is not a checkpoint folder: it has no config.json (a Jina-VLM checkpoint holds "
+                          "config.json, preprocessor_config.json, tokenizer.json and *.safetensors)")
+    top = _Section(read_json(config_file), "", config_file)
+    top.expect("model_type", "jvlm")  # another architecture's checkpoint: say so, not "vision_config is missing"
+    vision = _vision_config(top.section("vision_config"))
+    text = _text_config(top.section("text_config"))
+    if vision.output_size != text.hidden_size:
+        raise ConfigError(f"{config_file}: vision_config.output_size {vision.output_size} must equal "
+                          f"text_config.hidden_size {text.hidden_size}")
+    top.expect("tie_word_embeddings", False, missing_ok=True)
+    preprocessor = _preprocessor_config(_Section(read_json(pp_file), "", pp_file), vision)
+    processor_file = root / "processor_config.json"
+    space = read_json(processor_file).get("always_start_with_space", False) if processor_file.is_file() else False
+    return ModelConfig(vision=vision, text=text, preprocessor=preprocessor, always_start_with_space=bool(space))
+
+
+
+def generation_stop_ids(checkpoint_dir: str | Path, eos_id: int | None) -> list[int]:
+    """The eos ids of generation_config.json when present, else the tokenizer's eos (`eos_id`)."""
+    path = Path(checkpoint_dir) / "generation_config.json"
+    if path.is_file():
+        eos = read_json(path).get("eos_token_id")
+        if isinstance(eos, int) and not isinstance(eos, bool):
+            return [eos]
+        if isinstance(eos, list) and all(isinstance(i, int) for i in eos):
+            return eos
+        if eos is not None:
+            raise ConfigError(f"{path}: eos_token_id should be an id or a list of ids, found {eos!r}")
+    return [eos_id] if eos_id is not None else []

@@ -1,0 +1,124 @@
+"""Checkpoint loading: `.safetensors` -> a flat dict of plain tensors, keyed by the official names.
+
+Nothing is renamed: `w["model.vision_model.layers.3.attn.qkv_w.weight"]` is exactly the checkpoint's tensor.
+Before any data is read we check every key the config implies, with its shape, and report all problems at
+once. Tensors are read one at a time from the memory-mapped file and cast on the way, so loading a float32
+checkpoint into bfloat16 never holds two full copies. Only safetensors are read; pickle files never are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from ..core import decoder, patch_embed, pooler, vit
+from ..core.config import ModelConfig
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+MAX_LISTED = 20  # problems listed by name; a wholly different checkpoint would otherwise list hundreds
+
+
+class WeightsError(ValueError):
+    """The checkpoint's tensors do not match what its config.json describes, or a file is missing/broken."""
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the official checkpoint with its shape: each component declares the ones it reads."""
+    return {**patch_embed.weight_shapes(cfg.vision), **vit.weight_shapes(cfg.vision),
+            **pooler.weight_shapes(cfg.vision), **decoder.weight_shapes(cfg.text)}
+
+
+def unused_keys(cfg: ModelConfig) -> set[str]:
+    """Tensors that are checked but never loaded: ViT blocks after the deepest selected one, and post_lnorm."""
+    return vit.unread_weights(cfg.vision)
+
+
+def shard_map(checkpoint_dir: Path) -> dict[str, Path]:
+    """key -> file holding it, for a single `model.safetensors` or a sharded index."""
+    index_path, single_path = checkpoint_dir / INDEX_FILE, checkpoint_dir / SINGLE_FILE
+    if index_path.is_file():
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise WeightsError(f"{index_path}: not a safetensors index with a 'weight_map' ({e})") from None
+        files = {name: checkpoint_dir / name for name in set(weight_map.values())}
+        missing = sorted(str(f) for f in files.values() if not f.is_file())
+        if missing:
+            raise WeightsError(f"{index_path} names shard files that are not there: {', '.join(missing)} "
+                               "(an interrupted download? fetch the checkpoint again)")
+        return {key: files[name] for key, name in weight_map.items()}
+    if single_path.is_file():
+        with _open(single_path) as f:
+            return {key: single_path for key in f.keys()}
+    shards = sorted(p.name for p in checkpoint_dir.glob("*.safetensors"))
+    pickles = sorted(p.name for pattern in ("*.bin", "*.pt*") for p in checkpoint_dir.glob(pattern))
+    if shards:  # without the index we cannot know whether every shard is there
+        hint = f" (found {', '.join(shards)} but no index: an incomplete download? fetch {INDEX_FILE} too)"
+    elif pickles:
+        hint = f" (found {', '.join(pickles)}: pickle checkpoints are never loaded; convert them to safetensors)"
+    else:
+        hint = ""
+    raise WeightsError(f"{checkpoint_dir}: neither {SINGLE_FILE} nor {INDEX_FILE} found{hint}")
+
+
+def _open(path: Path):
+    try:
+        return safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(f"{path}: not a readable safetensors file ({e}); re-download it") from None
+
+
+def check_shapes(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], where: str) -> None:
+    """Raise one WeightsError listing every missing, unexpected and misshaped tensor."""
+    problems = [f"  missing     {k}  expected {list(s)}" for k, s in expected.items() if k not in found]
+    problems += [f"  unexpected  {k}  found {list(s)}" for k, s in found.items() if k not in expected]
+    problems += [f"  wrong shape {k}  expected {list(s)}, found {list(found[k])}"
+                 for k, s in expected.items() if k in found and tuple(found[k]) != s]
+    if problems:
+        hint = ("; none of the expected tensors is there: is this the official (transformers) Jina-VLM format?"
+                if not expected.keys() & found.keys() else "")
+        listed = problems[:MAX_LISTED]
+        if len(problems) > MAX_LISTED:
+            listed.append(f"  ... and {len(problems) - MAX_LISTED} more")
+        raise WeightsError(f"{where} does not match its config.json ({len(problems)} problems{hint}):\n"
+                           + "\n".join(listed))
+
+
+def load_weights(checkpoint_dir: str | Path, cfg: ModelConfig, dtype: torch.dtype | None = None,
+                 device: str | torch.device = "cpu", check_finite: bool = False) -> dict[str, torch.Tensor]:
+    """Read the checkpoint tensor by tensor (memory-mapped), cast each to `dtype` (None keeps the stored one)."""
+    root = Path(checkpoint_dir)
+    locations = shard_map(root)
+    by_file: dict[Path, list[str]] = {}
+    for key, path in locations.items():
+        by_file.setdefault(path, []).append(key)
+    found: dict[str, tuple[int, ...]] = {}
+    for path, keys in by_file.items():
+        with _open(path) as f:
+            available = set(f.keys())
+            for key in keys:
+                if key not in available:
+                    raise WeightsError(f"{path}: the index says it holds {key}, but it does not")
+                found[key] = tuple(f.get_slice(key).get_shape())
+    check_shapes(found, expected_shapes(cfg), str(root))
+
+    skip = unused_keys(cfg)
+    weights: dict[str, torch.Tensor] = {}
+    for path, keys in by_file.items():
+        for key in keys:
+            if key in skip:
+                continue
+            # One open per tensor: get_tensor returns a view of the memory-mapped file, and the mapping lives
+            # as long as its handle. Were the file kept open, every page read so far would stay resident next
+            # to its cast copy (a float32 file loaded as bfloat16 would peak at both copies); this way only
+            # one tensor's pages are mapped at a time. Without a cast the view itself is kept: zero-copy.
+            with _open(path) as f:
+                tensor = f.get_tensor(key).to(device=device, dtype=dtype)
+            if check_finite and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise WeightsError(f"{path}: tensor {key} contains NaN or Inf values (a corrupt download?)")
+            weights[key] = tensor
+    return weights

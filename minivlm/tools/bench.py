@@ -1,0 +1,192 @@
+"""`python -m minivlm.bench`: how fast is one image prompt, end to end, and how close to the hardware limit?
+
+    python -m minivlm.bench --random-init --image 1176x910 --dtype bfloat16 --new-tokens 64
+
+It times the vision encoder alone, the time to first token (vision + LLM prefill + first token) and the decode
+rate, and measures the machine's memory read bandwidth in the same run. Decoding one token must read every
+decoder weight once, so `bandwidth / bytes per token` is the decode roofline; `roofline_pct` is how much of it
+we reach. `--random-init` builds the full-size official architecture (minivlm/configs/jina-vlm, 2.48 B
+parameters) with random weights, so speed can be measured without the 5 GB download.
+`--official DIR` times the official implementation too, on the same prompt in the same run (bench_official.py).
+Random weights and the synthetic prompt come from random_init.py (shared with bench_official.py).
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..accel import cpu_decode, install_for
+from ..core.batch import collate, to_device
+from ..core.config import ModelConfig
+from ..core.generation import encode_images
+from ..core.sampler import SamplingSettings
+from ..formats.config_json import load_config
+from ..generate import DTYPES
+from ..vlm import VLM, check_device, device_time, generate_ids, load
+from .random_init import random_init_batch, random_weights, synthetic_image
+
+REAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "jina-vlm"
+PROMPT = "Describe this image in detail."
+
+
+def read_bandwidth_gbps(device: torch.device, gigabytes: float = 1.0, repeats: int = 7) -> float:
+    """Memory read bandwidth: the best time of summing a buffer far larger than any cache."""
+    buffer = torch.ones(int(gigabytes * 1e9) // 4, dtype=torch.float32, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = device_time(device)
+        buffer.sum()
+        best = min(best, device_time(device) - start)
+    return buffer.numel() * 4 / best / 1e9
+
+
+def decode_bytes_per_token(weights: dict, cfg: ModelConfig) -> int:
+    """Bytes every decode step must read: the decoder blocks, the final norm and the LM head (not the ViT,
+    not the embedding table, of which one row is read)."""
+    return sum(t.numel() * t.element_size() for k, t in weights.items()
+               if k.startswith("model.language_model.layers.") or k in ("model.language_model.ln_f.weight",
+                                                                          "lm_head.weight"))
+
+
+def peak_rss_gb() -> float:
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return kilobytes * (1 if sys.platform == "darwin" else 1024) / 1e9
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m minivlm.bench", description=__doc__.split("\n\n")[0])
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="checkpoint folder")
+    source.add_argument("--random-init", action="store_true", help="full-size official config, random weights")
+    p.add_argument("--config", default=str(REAL_CONFIG), help="with --random-init: folder holding config.json and "
+                                                              "preprocessor_config.json (default: the release's)")
+    p.add_argument("--image", default="1176x910", help="WxH for a synthetic image, or an image file")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    p.add_argument("--device", choices=["cpu", "cuda", "mps"], default="cpu")
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=1, help="timed runs; medians are reported")
+    p.add_argument("--official", metavar="DIR", help="also time the official code on the same prompt (CPU): a "
+                                                     "download with its remote code; needs transformers 4.53-4.57")
+    return p.parse_args(argv)
+
+
+def load_image(spec: str) -> Image.Image:
+    if "x" in spec and all(part.isdigit() for part in spec.split("x", 1)):
+        width, height = map(int, spec.split("x", 1))
+        return synthetic_image(width, height)
+    from ..formats.image_io import open_image
+    return open_image(spec)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.official:
+        from .bench_official import check_official_dir, time_official  # needs transformers: only when asked
+        if args.device != "cpu":
+            raise SystemExit("--official times the official code on the CPU only")
+        official_dir = check_official_dir(args.official)
+    check_device(args.device)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    image = load_image(args.image)
+    t0 = time.perf_counter()
+    if args.random_init:
+        cfg = load_config(args.config)
+        weights = random_weights(cfg, dtype, device)
+        install_for(device, dtype)  # as minivlm.load does
+        batch = random_init_batch(cfg, image)
+        source = f"random init, config {args.config}"
+    else:
+        vlm: VLM = load(args.model, dtype=dtype, device=device)
+        cfg, weights = vlm.cfg, vlm.weights
+        prompt = vlm.render_chat([{"role": "user", "content": PROMPT}], 1)
+        batch = collate([vlm.preprocess(prompt, [image])])
+        source = args.model
+    load_s = time.perf_counter() - t0
+    batch = to_device(batch, device)
+    print(f"model: {source}; {sum(t.numel() for t in weights.values()) / 1e9:.3f} B parameters loaded "
+          f"in {load_s:.1f} s; prompt {batch['input_ids'].shape[1]} tokens, {len(batch['images'])} crops",
+          file=sys.stderr)
+
+    # Warm-up: one short text-only generation and one crop, so one-time kernel set-up is not timed.
+    warm = {"input_ids": batch["input_ids"][:, -8:], "attention_mask": batch["attention_mask"][:, -8:],
+            "images": batch["images"][:0], "image_masks": batch["image_masks"][:0],
+            "image_input_idx": batch["image_input_idx"][:0], "crop_batch_index": batch["crop_batch_index"][:0]}
+    generate_ids(weights, cfg, warm, max_new_tokens=2, settings=SamplingSettings(), stop_ids=[], dtype=dtype)
+    with torch.inference_mode():
+        encode_images(weights, cfg, batch["images"][:1], batch["image_masks"][:1])
+
+    runs = []
+    for _ in range(args.repeat):
+        start = device_time(device)
+        with torch.inference_mode():
+            encode_images(weights, cfg, batch["images"], batch["image_masks"])
+        vision_s = device_time(device) - start
+        out = generate_ids(weights, cfg, batch, max_new_tokens=args.new_tokens, settings=SamplingSettings(),
+                           stop_ids=[], dtype=dtype)
+        runs.append({"vision_s": vision_s, **out.timings})
+    peak_rss = peak_rss_gb()  # before the bandwidth probe allocates its own 1 GB buffer
+    peak_gpu = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    bandwidth = read_bandwidth_gbps(device)
+    per_token = decode_bytes_per_token(weights, cfg)
+    decode_tok_s = statistics.median(r["decode_tok_s"] for r in runs)
+    result = {
+        "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(device),
+        "dtype": args.dtype, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cpu_kernels": device.type == "cpu" and dtype == torch.bfloat16 and cpu_decode.available(),
+        "prompt_tokens": int(batch["input_ids"].shape[1]),
+        "crops": len(batch["images"]), "new_tokens": args.new_tokens, "repeat": args.repeat,
+        "vision_s": statistics.median(r["vision_s"] for r in runs),
+        "ttft_s": statistics.median(r["ttft_s"] for r in runs),
+        "decode_tok_s": decode_tok_s,
+        "bandwidth_gbps": bandwidth,
+        "bytes_per_token_gb": per_token / 1e9,
+        "roofline_tok_s": bandwidth * 1e9 / per_token,
+        "roofline_pct": 100 * decode_tok_s * per_token / (bandwidth * 1e9),
+        "weight_gb": sum(t.numel() * t.element_size() for t in weights.values()) / 1e9,
+        "peak_rss_gb": peak_rss,
+    }
+    if peak_gpu is not None:
+        result["peak_gpu_gb"] = peak_gpu
+    rows = [("vision", f"{result['vision_s']:.3f} s"), ("time to first token", f"{result['ttft_s']:.3f} s"),
+            ("decode", f"{decode_tok_s:.2f} tokens/s"), ("memory bandwidth (read)", f"{bandwidth:.1f} GB/s"),
+            ("decode roofline", f"{result['roofline_tok_s']:.2f} tokens/s ({result['bytes_per_token_gb']:.2f} GB "
+                                f"per token)"),
+            ("of roofline", f"{result['roofline_pct']:.0f} %"), ("weights", f"{result['weight_gb']:.2f} GB"),
+            ("peak RSS", f"{result['peak_rss_gb']:.2f} GB")]
+    if "peak_gpu_gb" in result:
+        rows.append(("peak GPU memory", f"{result['peak_gpu_gb']:.2f} GB"))
+    if args.official:
+        weights.clear()  # minivlm's tensors (also vlm.weights) are freed before the official model is built
+        gc.collect()
+        official = time_official(official_dir, batch, dtype, args.random_init, args.new_tokens, args.repeat)
+        result["official"] = official
+        result["ttft_vs_official"] = result["ttft_s"] / official["ttft_s"]
+        result["decode_vs_official"] = decode_tok_s / official["decode_tok_s"]
+        rows += [("official: vision", f"{official['vision_s']:.3f} s"),
+                 ("official: first token", f"{official['ttft_s']:.3f} s (ours: {result['ttft_vs_official']:.2f} x)"),
+                 ("official: decode", f"{official['decode_tok_s']:.2f} tokens/s (ours: "
+                                      f"{result['decode_vs_official']:.1f} x)")]
+    print(f"\nminivlm bench: {result['device']}, {args.dtype}, {result['prompt_tokens']} prompt tokens, "
+          f"{args.new_tokens} new tokens, median of {args.repeat}"
+          + (", CPU decoding kernels" if result["cpu_kernels"] else ""))
+    for name, value in rows:
+        print(f"  {name:<24} {value}")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

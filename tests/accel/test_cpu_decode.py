@@ -1,0 +1,119 @@
+"""The CPU decoding kernels (minivlm/cpu_decode.cpp) against PyTorch's ops, alone and inside a whole generation."""
+
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import CASES, FIXTURE_DIR, case_images
+
+import minivlm
+from minivlm.accel import cpu_decode
+from minivlm.formats.image_io import open_image
+from minivlm.tiny import DEMO_DIR
+
+TINY_MODEL = DEMO_DIR
+
+# Kernels and PyTorch both sum exact bfloat16 x bfloat16 products in float32, in different orders: before rounding
+# they differ by float32 rounding noise (measured ~1e-7 of sum |w x|; 1e-5 allowed), and the one rounding to
+# bfloat16 can then land one bfloat16 step apart (2^-8 relative) when the sum sits near a rounding boundary.
+SUM_RTOL = 1e-5
+BF16_STEP = 2.0**-8
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    built = cpu_decode._kernels()
+    if built is None:
+        pytest.skip("CPU decoding kernels unavailable here (they need AVX512-BF16 and a C++ compiler)")
+    return built
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 8])
+@pytest.mark.parametrize("out_features, in_features", [(1, 32), (5, 64), (257, 96), (4096, 2048), (64, 6144)])
+def test_gemv_sums_equal_float64(kernels, rows, out_features, in_features):
+    g = torch.Generator().manual_seed(out_features * 31 + rows)
+    x = torch.randn(rows, in_features, generator=g).bfloat16()
+    w = (torch.randn(out_features, in_features, generator=g) * 0.02).bfloat16()
+    got = kernels.gemv_bf16(x, w)  # float32 [rows, out]
+    exact = x.double() @ w.double().T
+    scale = x.double().abs() @ w.double().abs().T  # the size of what was summed
+    assert got.dtype == torch.float32 and got.shape == (rows, out_features)
+    assert ((got.double() - exact).abs() <= SUM_RTOL * scale + 1e-30).all()
+
+
+@pytest.mark.parametrize("shape", [(64,), (1, 64), (3, 1, 64), (4, 64)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_linear_matches_f_linear(kernels, shape, with_bias):
+    g = torch.Generator().manual_seed(len(shape) + 10 * with_bias)
+    x = torch.randn(shape, generator=g).bfloat16()
+    w = torch.randn(40, 64, generator=g).bfloat16()
+    bias = torch.randn(40, generator=g).bfloat16() if with_bias else None
+    assert cpu_decode.handles_linear(x, w)
+    fast, plain = cpu_decode.linear(x, w, bias), F.linear(x, w, bias)
+    assert fast.dtype == plain.dtype == torch.bfloat16 and fast.shape == plain.shape
+    torch.testing.assert_close(fast.float(), plain.float(), rtol=BF16_STEP, atol=1e-6)
+    assert (fast == plain).float().mean() > 0.9  # mostly bit-identical; the rest one rounding step apart
+
+
+@pytest.mark.parametrize("batch, kv_heads, group, length, head_dim", [(1, 8, 2, 1800, 128), (2, 2, 1, 5, 32),
+                                                                       (3, 1, 4, 77, 64)])
+def test_attend_equals_float64_softmax_attention(kernels, batch, kv_heads, group, length, head_dim):
+    g = torch.Generator().manual_seed(length)
+    cache = torch.randn(2, batch, kv_heads, length + 9, head_dim, generator=g).bfloat16()  # capacity > length
+    k, v = cache[0, :, :, :length], cache[1, :, :, :length]  # views, as decoder.py passes the cache
+    q = torch.randn(batch, kv_heads, group, head_dim, generator=g).bfloat16()
+    assert cpu_decode.handles_attention(q, k, v)
+    got = cpu_decode.attend(q, k, v, head_dim**-0.5)
+    probs = torch.softmax(q.double() @ k.double().transpose(-1, -2) * head_dim**-0.5, dim=-1)
+    exact = probs @ v.double()
+    sdpa = F.scaled_dot_product_attention(q, k, v, scale=head_dim**-0.5)
+    assert got.dtype == torch.bfloat16 and got.shape == q.shape
+    # one bfloat16 rounding of the output, like SDPA's (whose own error is shown for scale)
+    torch.testing.assert_close(got.double(), exact, rtol=BF16_STEP, atol=1e-3)
+    assert (got.double() - exact).abs().max() <= (sdpa.double() - exact).abs().max() * 1.5 + 1e-6
+
+
+def test_only_decoding_shapes_use_the_kernels(kernels, monkeypatch):
+    w = torch.zeros(16, 64, dtype=torch.bfloat16)
+    assert cpu_decode.handles_linear(torch.zeros(4, 64, dtype=torch.bfloat16), w)
+    assert not cpu_decode.handles_linear(torch.zeros(5, 64, dtype=torch.bfloat16), w)  # a prompt: oneDNN's GEMM
+    assert not cpu_decode.handles_linear(torch.zeros(1, 64), w.float())  # float32
+    assert not cpu_decode.handles_linear(torch.zeros(1, 48, dtype=torch.bfloat16), torch.zeros(16, 48).bfloat16())
+    assert not cpu_decode.handles_linear(torch.zeros(1, 64, dtype=torch.bfloat16, requires_grad=True), w)  # training
+    kv = torch.zeros(1, 2, 10, 72, dtype=torch.bfloat16)  # the pooler's 72-wide heads: SDPA
+    assert not cpu_decode.handles_attention(torch.zeros(1, 2, 1, 72, dtype=torch.bfloat16), kv, kv)
+    monkeypatch.setattr(cpu_decode, "ENABLED", False)  # MINIVLM_CPU_KERNELS=0
+    assert not cpu_decode.handles_linear(torch.zeros(1, 64, dtype=torch.bfloat16), w)
+
+
+def count_calls(monkeypatch, name: str) -> list:
+    calls, original = [], getattr(cpu_decode, name)
+    monkeypatch.setattr(cpu_decode, name, lambda *args: calls.append(1) or original(*args))
+    return calls
+
+
+@pytest.mark.parametrize("model_dir, n_layers, uses_attend", [(FIXTURE_DIR, 3, False), (TINY_MODEL, 4, True)])
+def test_generation_with_and_without_the_kernels(kernels, monkeypatch, model_dir, n_layers, uses_attend):
+    """bf16 generation: the decoding steps run on the kernels (the fixture's 16-wide heads leave attention to
+    SDPA; the tiny model's 32-wide heads use both) and give PyTorch's tokens, and its logits within the rounding
+    steps above carried through the layers: 0.05 absolute, or two bfloat16 steps of the logit itself (the logits
+    are bfloat16 values: one step at 8.0 is 0.0625)."""
+    vlm = minivlm.load(model_dir, dtype=torch.bfloat16)
+    linears, attends = count_calls(monkeypatch, "linear"), count_calls(monkeypatch, "attend")
+    if model_dir == TINY_MODEL:
+        image = open_image(TINY_MODEL / "example.png")
+        cases = [(vlm.render_chat([{"role": "user", "content": q}], 1), [image])
+                 for q in ("What color is the circle?", "How many shapes are there?")]
+    else:
+        cases = [(c["prompt"], case_images(c)) for c in CASES if c["name"] in ("text_only", "rgba_500x300")]
+    for prompt, images in cases:
+        linears.clear()
+        attends.clear()
+        monkeypatch.setattr(cpu_decode, "ENABLED", True)
+        fast = vlm.generate(prompt, images, max_new_tokens=8, stop_ids=[], return_logits=True)
+        assert len(linears) == 7 * n_layers * 4 + 8  # 7 decoding steps x (qkv, out, up, down); 8 one-row LM heads
+        assert len(attends) == (7 * n_layers if uses_attend else 0)
+        monkeypatch.setattr(cpu_decode, "ENABLED", False)
+        plain = vlm.generate(prompt, images, max_new_tokens=8, stop_ids=[], return_logits=True)
+        assert fast.token_ids == plain.token_ids
+        torch.testing.assert_close(fast.step_logits, plain.step_logits, rtol=2 * BF16_STEP, atol=0.05)

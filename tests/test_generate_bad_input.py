@@ -1,0 +1,107 @@
+"""The command line: bad input ends with exit code 2 and one `error:` line, no traceback (generate.py).
+
+Most cases call `main()` in-process (fast); a few run the real command in a subprocess."""
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from bad_input import (
+    RGB_378,
+    checkpoint,
+    encoded,
+    missing_shard,
+    noise,
+    pickle_only,
+    png_header_only,
+    truncated,
+    with_nan,
+    without_image_tokens,
+    write,
+)
+from conftest import FIXTURE_DIR
+
+from minivlm.formats.image_io import ImageError
+from minivlm.generate import main
+
+PROMPT = ["--prompt", "What is this?"]
+
+
+def cli_case(name, message, *, image=None, model=None, args=(), skip=False):
+    """argv factory (tmp_path -> argv) for one bad input; `image`/`model` build a file or checkpoint."""
+    def argv(tmp_path):
+        root = model(tmp_path) if model else FIXTURE_DIR
+        images = ["--image", str(image(tmp_path))] if image else []
+        return ["--model", str(root), *images, *(args or PROMPT)]
+    marks = [pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")] if skip else []
+    return pytest.param(argv, message, id=name, marks=marks)
+
+
+CLI_CASES = [
+    cli_case("not-an-image", "not an image file", image=lambda t: write(t / "a.png", b"hello")),
+    cli_case("empty-image", "the file is empty (0 bytes)", image=lambda t: write(t / "a.png", b"")),
+    cli_case("truncated", "--allow-truncated", image=lambda t: truncated(t / "a.png")),
+    cli_case("bomb", "--max-image-pixels", image=lambda t: png_header_only(t / "a.png", 30000, 30000)),
+    cli_case("aspect-ratio", "aspect ratio 250.0", image=lambda t: write(t / "a.png", encoded(noise(2, 500), "PNG"))),
+    cli_case("too-many-placeholders", "2 <|image|> placeholder(s) but 0 image(s)",
+             args=["--prompt", "<|image|><|image|> compare", "--raw"]),
+    cli_case("too-few-placeholders", "1 <|image|> placeholder(s) but 2 image(s)",
+             args=["--prompt", "<|image|> compare", "--raw", "--image", str(RGB_378), "--image", str(RGB_378)]),
+    cli_case("empty-prompt", "the prompt is empty and there is no image", args=["--prompt", ""]),
+    cli_case("layout-token", "image layout token(s) <im_col>", args=["--prompt", "a <im_col> b"]),
+    cli_case("too-long", "over the model's maximum of 600",
+             model=lambda t: checkpoint(t, {"config.json": lambda c: c["text_config"].update(max_sequence_length=600)}),
+             args=["--prompt", "Describe.", "--image", str(FIXTURE_DIR / "images/rgb_1176x910.png")]),
+    cli_case("max-new-tokens-negative", "--max-new-tokens must be at least 1",
+             args=[*PROMPT, "--max-new-tokens", "-3"]),
+    cli_case("top-p", "top_p must be in (0, 1]", args=[*PROMPT, "--top-p", "1.5"]),
+    cli_case("top-p-zero", "top_p must be in (0, 1]", args=[*PROMPT, "--top-p", "0"]),
+    cli_case("max-crops", "--max-crops must be at least 1", args=[*PROMPT, "--max-crops", "0"]),
+    cli_case("cuda", "no CUDA GPU is available", args=[*PROMPT, "--device", "cuda"], skip=True),
+    cli_case("not-a-checkpoint", "is not a checkpoint folder", model=lambda t: t),
+    cli_case("unknown-config-value", "activation_type = 'relu' is not supported", model=lambda t: checkpoint(
+        t, {"config.json": lambda c: c["text_config"]["block_config"]["ffn_config"].update(activation_type="relu")})),
+    cli_case("unsupported-preprocessing", "cropping_method = 'resize' is not supported",
+             model=lambda t: checkpoint(t, {"preprocessor_config.json": lambda c: c.update(cropping_method="resize")})),
+    cli_case("tokenizer-without-image-tokens", "has no single token '<im_start>'",
+             model=lambda t: checkpoint(t, {"tokenizer.json": without_image_tokens})),
+    cli_case("missing-shard", "names shard files that are not there", model=missing_shard),
+    cli_case("nan-weights", "contains NaN or Inf", model=lambda t: with_nan(checkpoint(t)),
+             args=[*PROMPT, "--check-weights"]),
+    cli_case("pickle-only", "pickle checkpoints are never loaded", model=pickle_only),
+]
+
+
+@pytest.mark.parametrize("argv, message", CLI_CASES)
+def test_cli_bad_input_in_process(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() sets it: restore it after
+    assert main(argv(tmp_path)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+SUBPROCESS_CASES = ["truncated", "empty-prompt", "cuda", "nan-weights"]  # one per kind; main() in-process covers all
+
+
+@pytest.mark.parametrize("argv, message", [c for c in CLI_CASES if c.id in SUBPROCESS_CASES])
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, argv, message):
+    done = subprocess.run([sys.executable, "-m", "minivlm.generate", *argv(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and message in done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_cli_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(ImageError):
+        main(["--model", str(FIXTURE_DIR), "--image", str(truncated(tmp_path / "a.png")), *PROMPT, "--debug"])
+
+
+def test_cli_notes_print_as_one_line(tmp_path):
+    path = truncated(tmp_path / "a.png")
+    done = subprocess.run([sys.executable, "-m", "minivlm.generate", "--model", str(FIXTURE_DIR), "--image", str(path),
+                           *PROMPT, "--allow-truncated", "--max-new-tokens", "2", "--max-crops", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0
+    assert done.stderr == f"warning: {path}: the file is truncated; the missing part is filled in\n"

@@ -1,0 +1,112 @@
+"""The embedded demo model (weights/minivlm-tiny): it loads like an official checkpoint, is small, answers
+fresh questions of the shapes task correctly, and its training code still trains."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import FIXTURE_DIR
+
+import minivlm
+from minivlm.tiny import DEMO_DIR
+from minivlm.tiny import task as tiny_task
+from minivlm.tiny import train as train_tiny
+from minivlm.tiny.checkpoint import Sizes
+from minivlm.tiny.eval import evaluate, format_table
+
+TINY = DEMO_DIR
+FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+         "preprocessor_config.json", "processor_config.json", "generation_config.json", "chat_template.jinja",
+         "example.png")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> minivlm.VLM:
+    return minivlm.load(TINY, check_weights=True)
+
+
+def test_shipped_folder_is_complete_and_small():
+    for name in FILES:
+        assert (TINY / name).is_file(), name
+    size = sum(f.stat().st_size for f in TINY.rglob("*") if f.is_file())
+    assert size < 20 * 2**20, f"weights/minivlm-tiny is {size / 2**20:.1f} MiB"
+
+
+def test_loads_like_the_official_checkpoint(tiny):
+    fixture = json.loads((FIXTURE_DIR / "config.json").read_text())
+    ours = json.loads((TINY / "config.json").read_text())
+
+    def keys(d, prefix=""):
+        return {prefix + k for k in d} | {k for key, v in d.items() if isinstance(v, dict)
+                                          for k in keys(v, prefix + key + ".")}
+    missing = {k for k in keys(fixture) - keys(ours) if k.split(".")[0] not in ("auto_map", "transformers_version")}
+    assert not missing  # the same schema, every field (auto_map names remote code minivlm does not need)
+    im_end, eot = tiny.tokenizer.token_id("<|im_end|>"), tiny.tokenizer.token_id("<|endoftext|>")
+    assert set(tiny.stop_ids) == {im_end, eot}
+    assert tiny.cfg.text.embedding_size - 1 == im_end  # the official special-id layout
+    prompt = tiny.render_chat([{"role": "user", "content": "What color is the circle?"}], 1)
+    assert prompt == "<|im_start|>user\n<|image|>What color is the circle?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_demo_answer(tiny):
+    from minivlm.formats.image_io import open_image
+
+    out = tiny.chat([{"role": "user", "content": "What color is the circle?"}], [open_image(TINY / "example.png")])
+    assert out.text == "green" and out.token_ids[-1] in tiny.stop_ids
+
+
+def test_cli_defaults_to_the_tiny_model():
+    done = subprocess.run([sys.executable, "-m", "minivlm.generate", "--image", str(TINY / "example.png"),
+                           "--prompt", "Welche Farbe hat das Quadrat?"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "blau"
+
+
+@pytest.fixture(scope="module")
+def scores(tiny) -> dict[str, float]:
+    return evaluate(tiny, n=120, seed=2024)  # a seed used neither in training nor in the README's table
+
+
+def test_accuracy_on_fresh_questions(scores):
+    print(format_table(scores))
+    # The shipped weights predate issue #17's task: they were never asked count_color or left questions, nor
+    # to count past 3. Until weights trained on it ship, hold them to the two types they were trained on.
+    # TODO(#17): with the new weights, assert scores["overall"] >= 0.93 on at least 200 questions.
+    assert scores["color"] >= 0.9 and scores["shape"] >= 0.9, format_table(scores)
+
+
+def test_evaluation_breakdown(scores):
+    """Each question is counted once per language, once per type, and under "identical" exactly when it is a
+    count question about a scene where two shapes share kind and colour (recounted here from the same draw)."""
+    rng = random.Random(2024)
+    drawn = [tiny_task.sample_scene(rng) for _ in range(120)]
+    same = [qa.qtype for scene, qa in drawn if qa.qtype in ("count", "count_color")
+            and len({(s.kind, s.color) for s in scene.shapes}) < len(scene.shapes)]
+    assert scores["n:overall"] == 120
+    assert sum(scores[f"n:{lang}"] for lang in ("en", "de", "es", "zh")) == 120
+    assert sum(scores[f"n:{t}"] for t in ("color", "count", "count_color", "shape", "left")) == 120
+    assert scores["n:identical"] == len(same) > 0
+    assert scores["n:identical/count"] == same.count("count")
+    assert all(0 <= v <= 1 for k, v in scores.items() if not k.startswith("n:"))
+    table = format_table(scores)
+    assert "left" in table and "count_color" in table and f"identical shapes: {100 * scores['identical']:.1f}%" in table
+
+
+def test_training_steps_lower_the_loss(tmp_path):
+    """A few steps of each stage on a very small model: every stage's loss goes down and the saved folder
+    loads like any checkpoint."""
+    sizes = Sizes(vision_width=32, vision_layers=3, text_width=32, text_layers=1, text_heads=2, text_kv_heads=1)
+    recipe = train_tiny.Recipe(vision_steps=8, align_steps=8, instruct_steps=8, batch_size=4, vision_lr=3e-3,
+                               text_lr=1e-2, turns=2)
+    losses = train_tiny.train(tmp_path, recipe, sizes, seed=1, progress=False)
+    assert len(losses) == 24 and all(torch.isfinite(torch.tensor(losses)))
+    for stage in range(3):
+        stage_losses = [losses[i] for i in range(24) if recipe.stage(i) == stage]
+        assert sum(stage_losses[-3:]) < sum(stage_losses[:3]), (stage, losses)
+    assert (tmp_path / "losses.csv").is_file() and (tmp_path / "loss_curve.png").is_file()
+    minivlm.load(tmp_path, check_weights=True)  # what it saved is a loadable checkpoint
