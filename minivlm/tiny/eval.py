@@ -41,8 +41,9 @@ def evaluate(model: str | Path | VLM = DEFAULT_MODEL, n: int = 400, seed: int = 
     for start in range(0, n, batch_size):
         chunk = items[start:start + batch_size]
         prompts = [vlm.render_chat([{"role": "user", "content": qa.question}], 1) for _, qa in chunk]
+        images = [[tiny_task.render(scene)] for scene, _ in chunk]
         with torch.inference_mode():
-            results = vlm.generate_batch(prompts, [[tiny_task.render(scene)] for scene, _ in chunk], max_new_tokens=8)
+            results = vlm.generate_batch(prompts, images, max_new_tokens=8)
         for (scene, qa), result in zip(chunk, results):
             ok = result.text == qa.answer and bool(result.token_ids) and result.token_ids[-1] in vlm.stop_ids
             keys = ["overall", qa.language, qa.qtype, f"{qa.language}/{qa.qtype}"]

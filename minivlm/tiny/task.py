@@ -253,9 +253,8 @@ def left_question(language: str, a: str, b: str) -> str:
 
 
 def questions(scene: Scene) -> list[QA]:
-    """Every question whose answer is defined for this scene, in every language. Each language lists the
-    same facts in the same order (color, count, count_color, shape, left), so fact k of language i is
-    item i * len(out) / 4 + k."""
+    """Every question whose answer is defined for this scene, in every language (each language lists the
+    same facts in the same order: color, count, count_color, shape, left)."""
     kinds = [s.kind for s in scene.shapes]
     colors = [s.color for s in scene.shapes]
     once = {s.kind: s for s in scene.shapes if kinds.count(s.kind) == 1}  # kind -> its only shape
