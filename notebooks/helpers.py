@@ -16,7 +16,6 @@ from IPython.display import display
 NOTEBOOK_DIR = Path(__file__).resolve().parent
 ROOT = NOTEBOOK_DIR.parent  # the repository
 FIXTURE_DIR = ROOT / "tests" / "fixtures" / "jvlm-tiny"  # random weights + the official code's golden outputs
-TINY_DIR = ROOT / "minivlm" / "tiny" / "minivlm-tiny"  # the shipped demo model (minivlm.tiny.DEMO_DIR)
 REAL_CONFIG_DIR = ROOT / "minivlm" / "configs" / "jina-vlm"  # the release's sizes, no weights
 REAL_WEIGHTS_DIR = ROOT / "weights" / "jina-vlm"  # `make weights` puts the real model here
 

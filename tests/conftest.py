@@ -3,7 +3,8 @@
 tests/fixtures/jvlm-tiny is a copy of the project's fixture set: a random-weight Jina-VLM in the real
 checkpoint format, with what the official Hugging Face code (float32, eager attention) produced for 12 cases.
 
-Tolerances: float32 results are compared with allclose(rtol=1e-5, atol=1e-5), as SPEC §0 states; for scale, the
+Tolerances: float32 results are compared with allclose(rtol=1e-5, atol=1e-5): the same arithmetic summed in
+another order (another matrix library path) differs by float32 rounding over a few layers, and for scale the
 official code's own eager and sdpa attention differ by up to 8.6e-6 on these tensors. Integers are exact.
 """
 
@@ -66,3 +67,11 @@ def assert_sumsq_close(values: torch.Tensor, expected_sumsq: torch.Tensor, what:
     bound = (e * (2 * per_crop.abs() + e)).sum(1)
     error = (per_crop.square().sum(1) - expected_sumsq).abs()
     assert (error <= bound).all(), f"{what}: sumsq error {error.max():.3g} over its bound {bound[error.argmax()]:.3g}"
+
+
+def features_for(vlm: minivlm.VLM, case: dict) -> tuple[dict, torch.Tensor]:
+    """A case's preprocessed sample and its ViT features [crops, 729, 2 x width] (the connector's input)."""
+    from minivlm.core.vit import vit_features
+
+    sample = vlm.preprocess(case["prompt"], case_images(case))
+    return sample, vit_features(sample["images"], vlm.weights, vlm.cfg.vision)

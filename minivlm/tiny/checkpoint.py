@@ -44,78 +44,45 @@ class Sizes:
     vocab: int = 640
     crop: int = 224  # crop side in pixels (real: 378): 16 x 16 patches of 14 px
     margin: int = 2  # overlap margin in patches per side (real: 4)
-    max_crops: int = 1  # tiles at most, besides the thumbnail (real: 12)
+    max_crops: int = 1  # tiles at most, besides the thumbnail (real: 12); issue #17 proposes 4 with 168 px crops
 
 
-def _attn(heads: int, kv_heads: int | None, head_dim: int, qk_norm: bool, bias: bool, norm_bias, eps) -> dict:
-    norm = {"bias": norm_bias, "eps": eps, "type": "rms" if qk_norm else "default", "with_affine": True}
-    return {"clip_qkv": None, "dropout": 0.0, "fp32": False, "head_dim": head_dim, "inner_lnorm": False,
-            "k_bias": bias, "k_lnorm": qk_norm, "lnorm_config": norm, "n_heads": heads, "n_kv_heads": kv_heads,
-            "o_bias": bias, "o_lnorm": False, "q_bias": bias, "q_lnorm": qk_norm, "qkv_lnorm_on_heads": qk_norm,
-            "sliding_window": -1, "softmax_scale": None, "v_bias": bias, "v_lnorm": False}
+# The release's config files (reconstructed: minivlm/configs/jina-vlm/README.md): the demo model takes every field
+# from them and overrides only the sizes, so it is the same architecture in miniature.
+RELEASE_DIR = Path(__file__).resolve().parents[1] / "configs" / "jina-vlm"
+NOT_CONFIG = ("_provenance", "_defaults_filled", "auto_map", "transformers_version")  # notes, and remote-code hooks
 
 
-def _ffn(size: int, activation: str, gated: bool, bias: bool) -> dict:
-    return {"activation_type": activation, "bias": bias, "gated_activation": gated, "inner_lnorm": False,
-            "lnorm_config": {"bias": None, "eps": None, "type": "default", "with_affine": True}, "ratio": 4,
-            "size": size}
-
-
-def _block(attn: dict, ffn: dict, norm: str) -> dict:
-    return {"attn_config": attn, "attn_lscale_init": None, "ffn_config": ffn, "ffn_lscale_init": None,
-            "lnorm_config": {"bias": norm == "default", "eps": 1e-6, "type": norm, "with_affine": True},
-            "postnorm": False, "residual_dropout": 0.0, "residual_path_dropout": 0.0,
-            "residual_response_dropout": 0.0}
+def _release(name: str) -> dict:
+    data = json.loads((RELEASE_DIR / name).read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if k not in NOT_CONFIG}
 
 
 def config_json(s: Sizes) -> dict:
-    """config.json with every field of the official nested JinaVLMConfig; only the sizes are small."""
-    vh, th = s.vision_width // s.vision_heads, s.text_width // s.text_heads
-    vision = {
-        "block_config": _block(_attn(s.vision_heads, None, vh, False, True, True, 1e-6),
-                               _ffn(4 * s.vision_width, "gelu_pytorch_tanh", False, True), "default"),
-        "hidden_size": s.vision_width, "input_size": [s.crop, s.crop], "linear_patch_embedding": True, "model_type": "jvlm",
-        "n_channels": 3, "n_layers": s.vision_layers, "output_size": s.text_width, "patch_dropout": 0.0,
-        "patch_embedding_bias": True, "patch_size": PATCH, "positional_interpolation": "bicubic", "post_lnorm": True,
-        "pre_lnorm": False, "use_absolute_positional_embeddings": True, "use_cls_token": False,
-        "vit_layers": [-2, -4],
-        "vl_connector_config": {
-            "attn_pooling_config": _attn(s.vision_heads, None, vh, False, True, None, None), "feature_dropout": 0.0,
-            "mlp_projector_config": _ffn(2 * s.text_width, "silu", True, False),
-            "padding_embed_type": "pad_and_partial_pad", "pooling_h": 2, "pooling_type": "attention_meanq",
-            "pooling_w": 2, "projector_dropout": 0.0, "projector_type": "mlp", "spatial_merge_size": 2}}
-    text = {
-        "additional_vocab_size": 128,
-        "block_config": _block(_attn(s.text_heads, s.text_kv_heads, th, True, False, False, 1e-6),
-                               _ffn(3 * s.text_width, "silu", True, False), "rms"),
-        "embedding_dropout": 0.0, "embedding_size": s.vocab, "hidden_size": s.text_width,
-        "max_position_embeddings": None, "max_sequence_length": 40960, "model_type": "jvlm",
-        "n_layers": s.text_layers, "normalize_input_embeds": False, "num_hidden_layers": s.text_layers,
-        "partial_rotary_factor": 1.0, "rope": True, "rope_scaling": None, "rope_theta": 1000000,
-        "tie_word_embeddings": False, "vocab_size": s.vocab}
-    return {"architectures": ["JinaVLMForConditionalGeneration"], "dtype": "float32", "model_type": "jvlm",
-            "text_config": text, "tie_word_embeddings": False, "vision_config": vision}
-
-
-RELEASE_PREPROCESSOR = {  # the released preprocessor_config.json, less auto_map
-    "image_processor_type": "JinaVLMImageProcessor", "processor_class": "JinaVLMProcessor", "do_resize": True,
-    "size": {"shortest_edge": 3136, "longest_edge": 1003520}, "min_pixels": 3136, "max_pixels": 1003520,
-    "do_convert_rgb": True, "cropping_method": "overlap-and-resize", "normalization_method": "minmax",
-    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "image_min": -1.0, "image_max": 1.0, "interpolation": "bilinear", "random_interpolation": False,
-    "antialias": False, "preserve_aspect_ratio": False, "resize_in_float32": False,
-    "max_crops": 12,
-    "base_input_size": [378, 378], "patch_size": 14, "overlap_margins": [4, 4], "use_column_tokens": True,
-    "pooling_w": 2, "pooling_h": 2, "token_length_w": 14, "token_length_h": 14, "padding_mask": False,
-    "padding_value": 0.0}
+    """The release's config.json (every field of the official nested JinaVLMConfig) with `s`'s sizes."""
+    cfg = _release("config.json")
+    cfg["dtype"] = "float32"  # trained and stored in float32
+    vision, text = cfg["vision_config"], cfg["text_config"]
+    vision_head, text_head = s.vision_width // s.vision_heads, s.text_width // s.text_heads
+    vision.update(hidden_size=s.vision_width, n_layers=s.vision_layers, input_size=[s.crop, s.crop],
+                  output_size=s.text_width, vit_layers=[-2, -4])  # blocks 3 and 1 of 4 feed the connector
+    vision["block_config"]["attn_config"].update(n_heads=s.vision_heads, head_dim=vision_head)
+    vision["block_config"]["ffn_config"]["size"] = 4 * s.vision_width
+    connector = vision["vl_connector_config"]
+    connector["attn_pooling_config"].update(n_heads=s.vision_heads, head_dim=vision_head)
+    connector["mlp_projector_config"]["size"] = 2 * s.text_width
+    text.update(hidden_size=s.text_width, n_layers=s.text_layers, num_hidden_layers=s.text_layers,
+                embedding_size=s.vocab, vocab_size=s.vocab)
+    text["block_config"]["attn_config"].update(n_heads=s.text_heads, n_kv_heads=s.text_kv_heads, head_dim=text_head)
+    text["block_config"]["ffn_config"]["size"] = 3 * s.text_width
+    return cfg
 
 
 def preprocessor_json(s: Sizes) -> dict:
-    """preprocessor_config.json: the release's with `s`'s crop size, margins and max_crops (with max_crops 1,
-    the thumbnail plus one tile: the same pixels at this size)."""
+    """The release's preprocessor_config.json with `s`'s crop size, margins and tile budget."""
     tokens = -(-(s.crop // PATCH) // 2)  # pooled cells per crop side: 16 patches / 2 = 8
-    return dict(RELEASE_PREPROCESSOR, max_crops=s.max_crops, base_input_size=[s.crop, s.crop], patch_size=PATCH,
-                overlap_margins=[s.margin, s.margin], token_length_w=tokens, token_length_h=tokens)
+    return dict(_release("preprocessor_config.json"), max_crops=s.max_crops, base_input_size=[s.crop, s.crop],
+                patch_size=PATCH, overlap_margins=[s.margin, s.margin], token_length_w=tokens, token_length_h=tokens)
 
 
 def write_checkpoint_files(out: Path, sizes: Sizes) -> None:

@@ -1,4 +1,4 @@
-"""The tiler against the official image processor's golden outputs (tests/fixtures/jvlm-tiny) and SPEC 6."""
+"""The tiler against the official image processor's (JinaVLMImageProcessor) golden outputs in tests/fixtures/jvlm-tiny."""
 
 import hashlib
 import json
@@ -18,6 +18,7 @@ from minivlm.core.tiler import (
     smart_resize,
     tile_image,
     token_counts,
+    unpatchify,
 )
 from minivlm.formats.config_json import load_config
 from minivlm.formats.image_io import to_rgb_array
@@ -120,8 +121,8 @@ def test_token_counts(case):
                      "positions": c["image_tokens_total"]}
 
 
-# SPEC 6.7: input W x H, smart_resize H x W, tiling, image tokens, <im_patch>, ViT tokens, pooled computed.
-SPEC_TABLE = [
+# The release's token arithmetic for common sizes (worked out from the official processor): input W x H, smart_resize H x W, tiling, image tokens, <im_patch>, ViT tokens, pooled computed.
+RELEASE_TABLE = [
     ((378, 378), (378, 378), (1, 1), 424, 392, 1458, 392),
     ((1176, 910), (868, 1134), (3, 4), 1744, 1692, 9477, 2548),
     ((910, 1176), (1134, 868), (4, 3), 1754, 1692, 9477, 2548),
@@ -133,7 +134,7 @@ SPEC_TABLE = [
 ]
 
 
-@pytest.mark.parametrize("wh, resized, tiling, tokens, patches, vit, computed", SPEC_TABLE)
+@pytest.mark.parametrize("wh, resized, tiling, tokens, patches, vit, computed", RELEASE_TABLE)
 def test_spec_table(wh, resized, tiling, tokens, patches, vit, computed):
     w, h = wh
     assert smart_resize(h, w, CFG) == resized
@@ -177,3 +178,14 @@ def test_to_rgb_array():
     for bad in [np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.uint8), "image.png"]:
         with pytest.raises(ImageError):
             to_rgb_array(bad)
+
+
+def test_unpatchify_undoes_the_patches():
+    """The crops rebuilt from the patches are the resized image itself (a 378x378 image is its own single tile)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (378, 378, 3), dtype=np.uint8)
+    tiled = tile_image(pixels, CFG, IDS)
+    crops = unpatchify(tiled.patches, CFG.vision.patch_size)  # [crops, 3, 378, 378]
+    assert crops.shape == (2, 3, 378, 378)
+    expected = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255 * 2 - 1  # the model's [-1, 1] range
+    torch.testing.assert_close(crops[0], expected, rtol=0, atol=1e-6)  # the thumbnail: no resize needed
+    assert torch.equal(crops[1], crops[0])

@@ -60,7 +60,7 @@ def test_aspect_ratio_refused_before_decoding(tmp_path):
 @pytest.mark.parametrize("h, w", [(1, 1), (1, 3), (3, 1), (2, 2), (13, 13), (1, 200)])
 def test_tiny_images_tile(vlm, h, w):
     tiled = tile_image(np.full((h, w, 3), 77, np.uint8), CFG, vlm.tokenizer.image_ids)
-    # Departs from the official code, which reads arrays 1 or 3 px tall as channels-first (SPEC §6.1):
+    # Departs from the official code, which reads arrays 1 or 3 px tall as channels-first:
     # 1x1 gives 56x56 here, 42x98 there.
     assert tiled.resized_hw == smart_resize(h, w, CFG) and tiled.tiling == (1, 1)
     assert torch.allclose(tiled.patches, torch.tensor(-1 + 77 / 255 * 2))  # one colour stays one colour
@@ -113,7 +113,7 @@ def test_exif_orientation_applied_for_paths_only(tmp_path):
     shown = to_rgb_array(open_image(path))
     assert shown.shape == (40, 20, 3)  # portrait, as a viewer shows it
     assert shown[5, 10, 0] > 200 and shown[35, 10, 2] > 200  # red on top, blue below
-    assert to_rgb_array(Image.open(path)).shape == (20, 40, 3)  # a PIL image is used as given (SPEC §6.1)
+    assert to_rgb_array(Image.open(path)).shape == (20, 40, 3)  # a PIL image is used as given, as the official processor does
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "WEBP"])

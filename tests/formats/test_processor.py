@@ -21,7 +21,7 @@ def test_input_ids_identical(vlm, case):
 def test_image_input_idx_and_masks_identical(vlm, case):
     batch = vlm.preprocess(case["prompt"], case_images(case))
     expected_idx = golden()[case["name"] + ".image_input_idx"][0]
-    # Dropped cells: the official sentinel is -131072 after its collation, ours is -1; SPEC says test "< 0".
+    # Dropped cells: the official sentinel is -131072 after its collation, ours is -1; both are "< 0".
     assert torch.equal(batch["image_input_idx"] < 0, expected_idx < 0)
     kept = expected_idx >= 0
     assert torch.equal(batch["image_input_idx"][kept], expected_idx[kept])

@@ -29,7 +29,7 @@ def checkpoint_with(tmp_path, tensors):
 def test_expected_shapes_cover_the_checkpoint_exactly():
     stored = load_file(FIXTURE_DIR / "model.safetensors")
     assert {k: tuple(v.shape) for k, v in stored.items()} == expected_shapes(CFG)
-    assert len(stored) == 192  # SPEC §2.2: the tiny model has 192 tensors
+    assert len(stored) == 192  # the fixture checkpoint holds 192 tensors
 
 
 def test_load_skips_dead_tensors_and_casts():
