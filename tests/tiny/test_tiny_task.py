@@ -126,11 +126,12 @@ def left_questions() -> dict[tuple[str, str, str], str]:
 
 COLOR_Q = {(lang, kind): q for lang, qs in color_questions().items() for kind, q in zip(KINDS, qs)}
 COUNT_Q = {(lang, kind): q for lang, qs in count_questions().items() for kind, q in zip(KINDS, qs)}
-RED_WORDS = {"en": "red", "de": "rote", "es": "rojas", "zh": "红色"}  # how each count-of-a-colour question says red
-COUNT_COLOR_Q = {(lang, c): q for lang, qs in by_colour("count of a colour", RED_WORDS).items()
+# How the red example of each question says "red", the word its colour list replaces.
+RED_IN_COUNT = {"en": "red", "de": "rote", "es": "rojas", "zh": "红色"}
+RED_IN_SHAPE = {"en": "red", "de": "rot", "es": "roja", "zh": "红色"}
+COUNT_COLOR_Q = {(lang, c): q for lang, qs in by_colour("count of a colour", RED_IN_COUNT).items()
                  for c, q in zip(COLOR_NAMES, qs)}
-SHAPE_Q = {(lang, c): q for lang, qs in by_colour("shape of a colour", {"en": "red", "de": "rot", "es": "roja",
-                                                                        "zh": "红色"}).items()
+SHAPE_Q = {(lang, c): q for lang, qs in by_colour("shape of a colour", RED_IN_SHAPE).items()
            for c, q in zip(COLOR_NAMES, qs)}
 LEFT_Q = left_questions()
 COLOR_A = {lang: dict(zip(COLOR_NAMES, words)) for lang, words in bullet("colour of a kind")[1].items()}
