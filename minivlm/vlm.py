@@ -33,7 +33,7 @@ from .core.config import ModelConfig
 from .core.decoder import KVCache, lm_head
 from .core.generation import encode_images, generate_tokens, prefill
 from .core.sampler import SamplingSettings, TextStream
-from .formats.chat import load_chat_template, render_chat
+from .formats.chat import find_chat_template, render_chat
 from .formats.config_json import generation_stop_ids, load_config
 from .formats.processor import preprocess
 from .formats.tokenizer import Tokenizer
@@ -186,9 +186,11 @@ class VLM:
     """A loaded Jina-VLM checkpoint: its config, tensors, tokenizer and chat template, and the methods to run it."""
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, Tensor], tokenizer: Tokenizer,
-                 chat_template: str | None, stop_ids: list[int], device: torch.device, dtype: torch.dtype):
+                 chat_template: str | None, stop_ids: list[int], device: torch.device, dtype: torch.dtype,
+                 chat_template_source: str | None = None):
         self.cfg, self.weights, self.tokenizer = cfg, weights, tokenizer
         self.chat_template, self.stop_ids = chat_template, stop_ids
+        self.chat_template_source = chat_template_source  # the file, named in its errors
         self.device, self.dtype = device, dtype
 
     # -- vision -------------------------------------------------------------------------------------------
@@ -239,7 +241,8 @@ class VLM:
         special = {"bos_token": self.tokenizer.decode([self.tokenizer.bos_id]),
                    "eos_token": self.tokenizer.decode([self.tokenizer.eos_id]) if self.tokenizer.eos_id is not None else ""}
         return render_chat(self.chat_template, messages, n_images, special_tokens=special,
-                           always_start_with_space=self.cfg.always_start_with_space)
+                           always_start_with_space=self.cfg.always_start_with_space,
+                           template_source=self.chat_template_source)
 
     def generate_batch(self, texts: Sequence[str], images: Sequence[Sequence], max_new_tokens: int = 256,
                        temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
@@ -286,5 +289,6 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
     tokenizer = Tokenizer(root)
     weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights)
     accel.install_for(device, dtype)
-    return VLM(cfg, weights, tokenizer, load_chat_template(root), generation_stop_ids(root, tokenizer.eos_id),
-               device, dtype)
+    template, template_source = find_chat_template(root)
+    return VLM(cfg, weights, tokenizer, template, generation_stop_ids(root, tokenizer.eos_id), device, dtype,
+               chat_template_source=template_source)
