@@ -105,3 +105,51 @@ def test_cli_notes_print_as_one_line(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0
     assert done.stderr == f"warning: {path}: the file is truncated; the missing part is filled in\n"
+
+
+# -- argument errors, argv, devices, limits: one line each ------------------------------------------------------
+
+ARG_CASES = [
+    (["--prompt", "hi", "--max-new-tokens", "many"], "argument --max-new-tokens: invalid int value: 'many'"),
+    (["--prompt", "hi", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+    (["--max-new-tokens", "3"], "the following arguments are required: --prompt"),
+    (["--prompt", "hi", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["--prompt", "hi", "--device", "gpu"], "device 'gpu' is not a PyTorch device"),
+    (["--prompt", "hi", "--device", "meta"], "device 'meta': minivlm runs on cpu, cuda, mps"),
+    (["--prompt", "hi", "--max-crops", "100000000"], "--max-crops must be at most 1024, got 100000000"),
+    (["--prompt", "hi", "--seed", "-1"], "--seed must be from 0 to 2**64 - 1, got -1"),
+    (["--prompt", "hi", "--temperature", "nan"], "temperature must be a finite number"),
+    (["--prompt", "a\udcff b"], "the prompt is not valid Unicode text: character 1 is a lone surrogate"),
+]
+
+
+def exit_code(argv: list[str]) -> int:
+    """main()'s exit code, whether it returns it or argparse exits."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("args, message", ARG_CASES, ids=[a[-1][:20] for a, _ in ARG_CASES])
+def test_cli_argument_errors_are_one_line(capsys, monkeypatch, args, message):
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    assert exit_code(["--model", str(FIXTURE_DIR), *args]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_invalid_utf8_on_the_real_command_line():
+    """Python turns the bytes into lone surrogates (surrogateescape); the message says what they are."""
+    done = subprocess.run([sys.executable.encode(), b"-m", b"minivlm.generate", b"--model", bytes(FIXTURE_DIR),
+                           b"--prompt", b"caf\xe9 ?"], capture_output=True, timeout=300)
+    err = done.stderr.decode("utf-8", "backslashreplace")
+    assert done.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "the prompt is not valid Unicode text: character 3 is a lone surrogate" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_with_an_index_is_a_device(capsys):
+    """cuda:N passes argument parsing: without a GPU the message is about the GPU, not the spelling."""
+    assert exit_code(["--model", str(FIXTURE_DIR), "--prompt", "hi", "--device", "cuda:1"]) == 2
+    assert "'cuda:1': no CUDA GPU is available" in capsys.readouterr().err
