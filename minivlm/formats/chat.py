@@ -16,7 +16,7 @@ import json
 import numbers
 from pathlib import Path
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from ..core.tokens import IMAGE_PLACEHOLDER
@@ -149,6 +149,8 @@ def render_chat(template: str | None, messages: list[dict], n_images: int = 0, a
     except Exception as e:  # noqa: BLE001 (a template is a program: any error it raises is the template's)
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
         kind = "" if isinstance(e, TemplateError) else f"{type(e).__name__}: "
+        if isinstance(e, TemplateSyntaxError) and e.lineno:
+            first_line += f" at line {e.lineno}"
         raise ChatTemplateError(f"{source}: the chat template failed to render ({kind}{first_line or 'no message'})"
                                 ) from None
 
