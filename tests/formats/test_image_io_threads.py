@@ -2,7 +2,6 @@
 and a truncated file is filled in exactly as PIL's global switch would (formats/image_io.py)."""
 
 import colorsys
-import io
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
