@@ -133,7 +133,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def read_json(path: Path, error: type[ValueError] = None) -> dict:
+def read_json(path: Path, error: type[ValueError] | None = None) -> dict:
     """A JSON object from a checkpoint file; errors (`error`, ConfigError by default) name the file."""
     error = error or ConfigError
     problem = not_a_file(path)
@@ -345,6 +345,6 @@ def generation_stop_ids(checkpoint_dir: str | Path, eos_id: int | None) -> list[
         if isinstance(eos, list) and all(is_id(i) for i in eos):
             return eos
         if eos is not None:
-            raise ConfigError(f"{path}: eos_token_id should be a token id or a list of token ids (non-negative "
+            raise ConfigError(f"{path}: eos_token_id should be an id or a list of ids (non-negative "
                               f"integers), found {eos!r}")
     return [eos_id] if eos_id is not None else []

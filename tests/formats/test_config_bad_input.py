@@ -78,7 +78,7 @@ def test_nan_eps_refused(tmp_path):
 
 
 @pytest.mark.parametrize("eos, message", [
-    (True, "eos_token_id should be a token id or a list of token ids"),
+    (True, "eos_token_id should be an id or a list of ids (non-negative integers)"),
     ([1, False], "found [1, False]"),
     ([-1], "found [-1]"),
     ("<|im_end|>", "found '<|im_end|>'"),
