@@ -104,7 +104,8 @@ CLI_CASES = [
     cli_case("tokenizer-config-list", "tokenizer_config.json should hold a JSON object, found list",
              model=lambda t: with_text(checkpoint(t), "tokenizer_config.json", "[]")),
     cli_case("space-flag-string", "always_start_with_space should be true or false, found 'false'",
-             model=lambda t: checkpoint(t, {"processor_config.json": lambda c: c.update(always_start_with_space="false")})),
+             model=lambda t: checkpoint(t, {"processor_config.json":
+                                            lambda c: c.update(always_start_with_space="false")})),
     cli_case("template-error", "chat_template.jinja: the chat template failed to render (ZeroDivisionError",
              model=lambda t: with_text(checkpoint(t), "chat_template.jinja", "{{ 1 / 0 }}")),
     cli_case("ten-million-spaces", "characters long: more than the model's maximum of 40,960 tokens could hold",

@@ -103,7 +103,8 @@ def test_images_given_as_one_image_or_a_path(vlm):
 @pytest.mark.parametrize("call, message", [
     (lambda vlm: vlm.generate("hi", images=5), "images must be a list of images (paths, PIL images or uint8"),
     (lambda vlm: vlm.generate("hi", images=b"\x89PNG"), "images must be a list of images"),
-    (lambda vlm: vlm.generate("hi", images=[5]), "expected an image path, a PIL image or a uint8 [H, W, 3] array, got int"),
+    (lambda vlm: vlm.generate("hi", images=[5]),
+     "expected an image path, a PIL image or a uint8 [H, W, 3] array, got int"),
     (lambda vlm: vlm.logits("What is this?"), "logits takes a sample from vlm.preprocess(text, images), got str"),
     (lambda vlm: vlm.logits(None), "logits takes a sample from vlm.preprocess(text, images), got NoneType"),
     (lambda vlm: vlm.generate_batch([], []), "generate_batch needs at least one prompt, got an empty list"),

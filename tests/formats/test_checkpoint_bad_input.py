@@ -95,7 +95,8 @@ def write_index(root, weight_map):
 
 
 @pytest.mark.parametrize("weight_map, message", [
-    (["model-00001-of-00002.safetensors"], "weight_map should be an object {tensor name: shard file name}, found a list"),
+    (["model-00001-of-00002.safetensors"],
+     "weight_map should be an object {tensor name: shard file name}, found a list"),
     ({"a": 5}, "found an object with non-string entries"),
     (None, "found none"),
     ({"a": "../outside.safetensors"}, "names the shard '../outside.safetensors', outside the checkpoint folder"),
