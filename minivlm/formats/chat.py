@@ -25,12 +25,13 @@ from .files import not_a_file
 from .processor import PromptError, check_text
 
 # A chat template writes a prompt of a few kB: a `*` or `**` making far more than this is refused while rendering
-# (`'a' * 10**10` would take 10 GB, `2 ** 10**9` minutes), the one place a sandboxed template can still go wild.
+# (`'a' * 10**10` would take 10 GB, `2 ** (10**9)` minutes), the one place a sandboxed template can still go wild.
 MAX_RENDERED = 10_000_000  # characters or items a `*` may make; bits a `**` may make
 
 
 class ChatTemplateError(ValueError):
     """The checkpoint's chat template is not a template, or failed while rendering the messages."""
+
 
 CHATML_FALLBACK = (
     "{% for message in messages %}"

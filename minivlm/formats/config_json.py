@@ -138,7 +138,7 @@ def read_json(path: Path, error: type[ValueError] | None = None) -> dict:
     error = error or ConfigError
     problem = not_a_file(path)
     if problem:
-        raise error(f"{path}: {'not found' if problem == 'no such file' else problem}")
+        raise error(f"{path} not found" if problem == "no such file" else f"{path}: {problem}")
     if path.stat().st_size > MAX_JSON_BYTES:
         raise error(f"{path}: {path.stat().st_size:,} bytes is not a checkpoint's JSON file "
                     f"(at most {MAX_JSON_BYTES >> 20} MB)")

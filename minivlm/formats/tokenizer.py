@@ -41,15 +41,15 @@ class Tokenizer:
         path = self.path = root / "tokenizer.json"
         problem = not_a_file(path)
         if problem:
-            raise TokenizerError(f"{path}: {'not found' if problem == 'no such file' else problem}; minivlm needs "
-                                 "the fast-tokenizer file tokenizer.json")
+            what = " not found" if problem == "no such file" else f": {problem};"
+            raise TokenizerError(f"{path}{what} minivlm needs the fast-tokenizer file tokenizer.json")
         try:
             self.hf = HFTokenizer.from_file(str(path))
         except BaseException as e:  # a bare Exception on a malformed file, or a Rust panic
             if not isinstance(e, Exception) and not is_rust_panic(e):
                 raise
             raise TokenizerError(f"{path} could not be read: {str(e).splitlines()[0] if str(e) else e!r}") from None
-        # A byte-level BPE token covers at most this many bytes of text (so at least as many characters).
+        # A byte-level BPE token covers at most this many bytes of text, so at most as many characters.
         self.max_token_chars = max(map(len, self.hf.get_vocab(with_added_tokens=True)), default=1)
         config, origin = {}, {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the latter wins, as in transformers
