@@ -1,5 +1,6 @@
 """The tiling search stays small and exact for every tile budget (core/tiler.py)."""
 
+import functools
 import time
 from dataclasses import replace
 
@@ -11,12 +12,17 @@ from minivlm.core.config import MAX_CROPS_LIMIT, with_max_crops
 from minivlm.core.tiler import _window_px, choose_tiling, tiling_candidates
 
 
+@functools.cache
+def official_candidates(n: int) -> list[tuple[int, int]]:
+    """The official enumeration: all n x n pairs with i * j <= n, sorted by (tiles, rows)."""
+    return sorted(((i, j) for i in range(1, n + 1) for j in range(1, n + 1) if i * j <= n),
+                  key=lambda t: (t[0] * t[1], t[0]))
+
+
 def brute_force_tiling(height: int, width: int, cfg) -> tuple[int, int]:
-    """The official search as it was written: all n x n pairs, sorted by (tiles, rows)."""
+    """The official search as it was written (before minivlm built the candidates per row count)."""
     window, margin = _window_px(cfg)
-    n = cfg.preprocessor.max_crops
-    candidates = sorted(((i, j) for i in range(1, n + 1) for j in range(1, n + 1) if i * j <= n),
-                        key=lambda t: (t[0] * t[1], t[0]))
+    candidates = official_candidates(cfg.preprocessor.max_crops)
     tiles = torch.tensor(candidates, dtype=torch.float32)
     need = torch.tensor([height - margin, width - margin], dtype=torch.float32)
     scale = (tiles * window / need).min(dim=1).values
@@ -29,9 +35,7 @@ def brute_force_tiling(height: int, width: int, cfg) -> tuple[int, int]:
 
 @pytest.mark.parametrize("n", [1, 2, 3, 12, 13, 64, 100, 1000, MAX_CROPS_LIMIT])
 def test_candidates_are_the_official_list(n):
-    expected = sorted(((i, j) for i in range(1, n + 1) for j in range(1, n + 1) if i * j <= n),
-                      key=lambda t: (t[0] * t[1], t[0]))
-    assert [tuple(c) for c in tiling_candidates(n).tolist()] == expected
+    assert [tuple(c) for c in tiling_candidates(n).tolist()] == official_candidates(n)
 
 
 SIZES = [(14, 14), (112, 112), (113, 700), (378, 378), (644, 644), (910, 1176), (1176, 910), (266, 9000),
