@@ -29,7 +29,8 @@ train-tiny: $(STAMP)
 	$(PY) -m minivlm.train --recipe minivlm/train/recipes/tiny.json --model $(TINY) --out $(TINY)
 	$(PY) -m minivlm.tiny.eval --model $(TINY) -n 400 --seed 12345
 
-# Exact-match accuracy of the embedded model on 400 fresh questions, per language and question type.
+# Exact-match accuracy of the embedded model on 400 fresh questions, per language and question type, and on
+# count questions about scenes with identical shapes.
 eval-tiny: $(STAMP)
 	$(PY) -m minivlm.tiny.eval --model $(TINY) -n 400 --seed 12345
 

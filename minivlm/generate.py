@@ -25,8 +25,16 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors (an unknown option, a bad number, a missing --prompt) as one `error:` line and
+    exit code 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {' '.join(message.split())} (see --help)\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m minivlm.generate", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m minivlm.generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(DEMO_DIR),
                    help="checkpoint folder, or a Hugging Face id (e.g. jinaai/jina-vlm); default: the embedded tiny model")
     p.add_argument("--image", action="append", default=[], help="image file (repeat for several images)")
@@ -38,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    p.add_argument("--device", choices=["cpu", "cuda", "mps"], default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--raw", action="store_true", help="use the prompt verbatim (no chat template)")
     p.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, prompt_tokens, timings")
     p.add_argument("--max-crops", type=int, default=None,
@@ -81,14 +89,19 @@ def resolve_model(model: str) -> Path:
 
 def check_args(args: argparse.Namespace) -> None:
     """Every check that needs no model, so that a typo fails in a second, not after loading 5 GB."""
+    from .core.config import MAX_CROPS_LIMIT
     from .core.sampler import SamplingSettings
     from .formats.processor import check_prompt
-    from .vlm import check_device
+    from .vlm import SEED_RANGE, check_device
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.max_crops is not None and args.max_crops < 1:
         raise ValueError(f"--max-crops must be at least 1, got {args.max_crops}")
+    if args.max_crops is not None and args.max_crops > MAX_CROPS_LIMIT:  # the tiler's bound (core/config.py)
+        raise ValueError(f"--max-crops must be at most {MAX_CROPS_LIMIT}, got {args.max_crops}")
+    if args.seed is not None and not 0 <= args.seed < SEED_RANGE:
+        raise ValueError(f"--seed must be from 0 to 2**64 - 1, got {args.seed}")
     if args.max_image_pixels < 0:
         raise ValueError(f"--max-image-pixels must be >= 0 (0 = no limit), got {args.max_image_pixels}")
     SamplingSettings(args.temperature, args.top_k, args.top_p, args.repetition_penalty)

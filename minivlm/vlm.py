@@ -16,12 +16,15 @@ stop ids, streaming, timings and, when asked, the logits of every step.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from . import accel
@@ -30,7 +33,7 @@ from .core.config import ModelConfig
 from .core.decoder import KVCache, lm_head
 from .core.generation import encode_images, generate_tokens, prefill
 from .core.sampler import SamplingSettings, TextStream
-from .formats.chat import load_chat_template, render_chat
+from .formats.chat import find_chat_template, render_chat
 from .formats.config_json import generation_stop_ids, load_config
 from .formats.processor import preprocess
 from .formats.tokenizer import Tokenizer
@@ -68,12 +71,22 @@ def device_time(device: torch.device) -> float:
     return time.perf_counter()
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what minivlm runs on; torch knows more (meta, xla, ...) that hold no data here
+
+
 def check_device(device: str | torch.device) -> torch.device:
     """The device, if this PyTorch can use it; else a ValueError saying what to use instead (before any loading)."""
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be a string such as 'cpu', 'cuda', 'cuda:1' or 'mps', got {device!r}")
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device {str(device)!r} is not a PyTorch device ({e}); use 'cpu', 'cuda' or 'mps'") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"device {str(device)!r} is not a PyTorch device ({reason}); use 'cpu', 'cuda', 'cuda:N' "
+                         "or 'mps'") from None
+    if device.type not in DEVICE_TYPES:
+        raise ValueError(f"device {str(device)!r}: minivlm runs on {', '.join(DEVICE_TYPES)} (a {device.type!r} "
+                         "device cannot run it); use 'cpu', 'cuda', 'cuda:N' or 'mps'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r}: no CUDA GPU is available to this PyTorch; use 'cpu'")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
@@ -84,6 +97,35 @@ def check_device(device: str | torch.device) -> torch.device:
     return device
 
 
+def check_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype to run in, if it is a floating-point torch dtype; else a ValueError (an int8 cast of the weights
+    would run and answer nonsense)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype (torch.float32, torch.bfloat16, torch.float16), "
+                         f"got {dtype!r}")
+    return dtype
+
+
+SEED_RANGE = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
+
+
+def check_generation_args(max_new_tokens: int, seed: int | None, stop_ids: Sequence[int]) -> list[int]:
+    """ValueErrors naming the argument for a wrong type or range (torch would fail later, or quietly differ);
+    returns the stop ids as a list of ints."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                             or not 0 <= seed < SEED_RANGE):
+        raise ValueError(f"seed must be None or an integer from 0 to 2**64 - 1, got {seed!r}")
+    if isinstance(stop_ids, (str, bytes)) or not isinstance(stop_ids, (Sequence, set, frozenset, Tensor)):
+        raise ValueError(f"stop_ids must be a list of token ids (e.g. [151645]), got {stop_ids!r}")
+    ids = stop_ids.tolist() if isinstance(stop_ids, Tensor) else list(stop_ids)
+    bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral) or i < 0]
+    if bad:
+        raise ValueError(f"stop_ids must be non-negative integer token ids, got {bad[0]!r} in {stop_ids!r}")
+    return [int(i) for i in ids]
+
+
 @torch.inference_mode()
 def generate_ids(weights: dict[str, Tensor], cfg: ModelConfig, batch: Batch, *, max_new_tokens: int,
                  settings: SamplingSettings, stop_ids: Sequence[int], dtype: torch.dtype, seed: int | None = None,
@@ -92,18 +134,19 @@ def generate_ids(weights: dict[str, Tensor], cfg: ModelConfig, batch: Batch, *, 
 
     `on_token` receives each new token of row 0 as it is chosen (for streaming).
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    stop_ids = check_generation_args(max_new_tokens, seed, stop_ids)
+    max_new_tokens = int(max_new_tokens)
     device = batch["input_ids"].device
     n_rows, prompt_len = batch["input_ids"].shape
     if prompt_len + max_new_tokens > cfg.text.max_sequence_length:
         raise ValueError(f"the prompt ({prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
                          f"maximum sequence length of {cfg.text.max_sequence_length}; lower max_new_tokens or "
                          "shorten the prompt")
-    stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(int(seed)) if seed is not None else None
 
     t_start = device_time(device)
+    # Room for the first answer tokens only: the cache grows (doubling) if the answer gets longer.
     cache = KVCache.empty(cfg.text, n_rows, prompt_len + min(max_new_tokens, INITIAL_ANSWER_ROOM), dtype, device)
     finished = torch.zeros(n_rows, dtype=torch.bool, device=device)
     new_ids, step_logits = [], []
@@ -126,20 +169,37 @@ def generate_ids(weights: dict[str, Tensor], cfg: ModelConfig, batch: Batch, *, 
                       torch.stack(step_logits, dim=1) if return_logits else None)
 
 
+ONE_IMAGE = (str, Path, Image.Image, np.ndarray, Tensor)  # what `images=` may be instead of a list of them
+
+
+def image_list(images) -> list:
+    """`images` as a list: one image (a path, a PIL image, an array) is accepted as a list of one."""
+    if isinstance(images, ONE_IMAGE):
+        return [images]
+    if isinstance(images, (bytes, dict)) or not hasattr(images, "__iter__"):
+        raise ValueError(f"images must be a list of images (paths, PIL images or uint8 [H, W, 3] arrays), "
+                         f"got {type(images).__name__}")
+    return list(images)
+
+
 class VLM:
     """A loaded Jina-VLM checkpoint: its config, tensors, tokenizer and chat template, and the methods to run it."""
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, Tensor], tokenizer: Tokenizer,
-                 chat_template: str | None, stop_ids: list[int], device: torch.device, dtype: torch.dtype):
+                 chat_template: str | None, stop_ids: list[int], device: torch.device, dtype: torch.dtype,
+                 chat_template_source: str | None = None):
         self.cfg, self.weights, self.tokenizer = cfg, weights, tokenizer
         self.chat_template, self.stop_ids = chat_template, stop_ids
+        self.chat_template_source = chat_template_source  # the file, named in its errors
         self.device, self.dtype = device, dtype
 
     # -- vision -------------------------------------------------------------------------------------------
 
     def preprocess(self, text: str, images: Sequence = ()) -> Sample:
-        """input_ids [L], images [crops, 729, 588], image_masks [crops, 729], image_input_idx [crops, 196]."""
-        return preprocess(text, list(images), self.tokenizer, self.cfg)
+        """input_ids [L], images [crops, 729, 588], image_masks [crops, 729], image_input_idx [crops, 196].
+
+        `images`: a list of paths, PIL images or uint8 [H, W, 3] arrays (one of them alone is fine too)."""
+        return preprocess(text, image_list(images), self.tokenizer, self.cfg)
 
     @torch.inference_mode()
     def encode_images(self, batch: Sample | Batch) -> Tensor:
@@ -152,6 +212,9 @@ class VLM:
     @torch.inference_mode()
     def logits(self, sample: Sample) -> Tensor:
         """float32 logits [L, vocab] at every position of one `preprocess` sample."""
+        if not isinstance(sample, dict) or "input_ids" not in sample:
+            raise ValueError(f"logits takes a sample from vlm.preprocess(text, images), got {type(sample).__name__}; "
+                             "e.g. vlm.logits(vlm.preprocess('What is this?', [image]))")
         batch = to_device(collate([sample]), self.device)
         cache = KVCache.empty(self.cfg.text, 1, batch["input_ids"].shape[1], self.dtype, self.device)
         hidden, _ = prefill(self.weights, self.cfg, batch, cache)
@@ -170,6 +233,7 @@ class VLM:
 
     def chat(self, messages: list[dict], images: Sequence = (), **generate_kwargs) -> GenerationResult:
         """Apply the chat template to `messages` (one <|image|> per image), then generate."""
+        images = image_list(images)
         return self.generate(self.render_chat(messages, len(images)), images, **generate_kwargs)
 
     def render_chat(self, messages: list[dict], n_images: int = 0) -> str:
@@ -177,7 +241,8 @@ class VLM:
         special = {"bos_token": self.tokenizer.decode([self.tokenizer.bos_id]),
                    "eos_token": self.tokenizer.decode([self.tokenizer.eos_id]) if self.tokenizer.eos_id is not None else ""}
         return render_chat(self.chat_template, messages, n_images, special_tokens=special,
-                           always_start_with_space=self.cfg.always_start_with_space)
+                           always_start_with_space=self.cfg.always_start_with_space,
+                           template_source=self.chat_template_source)
 
     def generate_batch(self, texts: Sequence[str], images: Sequence[Sequence], max_new_tokens: int = 256,
                        temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
@@ -186,9 +251,15 @@ class VLM:
                        return_logits: bool = False) -> list[GenerationResult]:
         """Answer several prompts at once, left-padded into one batch; each gets the tokens it would get alone
         (greedy). `on_text` streams the first prompt's answer."""
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise ValueError(f"texts must be a list of prompts, got {type(texts).__name__} (for one prompt: generate)")
+        if not texts:
+            raise ValueError("generate_batch needs at least one prompt, got an empty list")
+        images = image_list(images)  # per prompt: a list of images, or one image (preprocess takes both)
         if len(texts) != len(images):
             raise ValueError(f"{len(texts)} prompts but {len(images)} image lists")
         settings = SamplingSettings(temperature, top_k, top_p, repetition_penalty)
+        check_generation_args(max_new_tokens, seed, self.stop_ids if stop_ids is None else stop_ids)
         batch = collate([self.preprocess(t, ims) for t, ims in zip(texts, images)])
         stream = TextStream(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
         on_token = None if on_text is None else (lambda token: on_text(stream.push(token)))
@@ -213,10 +284,11 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; point minivlm at a checkpoint folder (see weights/README.md)")
-    device = check_device(device)
+    device, dtype = check_device(device), check_dtype(dtype)
     cfg = load_config(root)
     tokenizer = Tokenizer(root)
     weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights)
     accel.install_for(device, dtype)
-    return VLM(cfg, weights, tokenizer, load_chat_template(root), generation_stop_ids(root, tokenizer.eos_id),
-               device, dtype)
+    template, template_source = find_chat_template(root)
+    return VLM(cfg, weights, tokenizer, template, generation_stop_ids(root, tokenizer.eos_id), device, dtype,
+               chat_template_source=template_source)

@@ -2,9 +2,11 @@
 
 Most cases call `main()` in-process (fast); a few run the real command in a subprocess."""
 
+import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,11 +24,29 @@ from bad_input import (
     write,
 )
 from conftest import FIXTURE_DIR
+from safetensors.torch import load_file, save_file
 
 from minivlm.formats.image_io import ImageError
 from minivlm.generate import main
 
 PROMPT = ["--prompt", "What is this?"]
+
+
+def fifo(tmp_path):
+    os.mkfifo(tmp_path / "a.png")
+    return tmp_path / "a.png"
+
+
+def with_text(root, name, text):
+    (root / name).write_text(text)
+    return root
+
+
+def with_int8(root):
+    tensors = load_file(root / "model.safetensors")
+    tensors["model.language_model.ln_f.weight"] = tensors["model.language_model.ln_f.weight"].to(torch.int8)
+    save_file(tensors, root / "model.safetensors")
+    return root
 
 
 def cli_case(name, message, *, image=None, model=None, args=(), skip=False):
@@ -71,6 +91,25 @@ CLI_CASES = [
     cli_case("nan-weights", "contains NaN or Inf", model=lambda t: with_nan(checkpoint(t)),
              args=[*PROMPT, "--check-weights"]),
     cli_case("pickle-only", "pickle checkpoints are never loaded", model=pickle_only),
+    # the second round (#13): one case per class
+    cli_case("fifo-image", "a FIFO (named pipe), not a regular file", image=fifo),
+    cli_case("device-image", "/dev/zero: a device file, not a regular file", image=lambda t: Path("/dev/zero")),
+    cli_case("nan-in-config", "not valid JSON: NaN is not a number JSON allows", model=lambda t: with_text(
+        checkpoint(t), "preprocessor_config.json", '{"max_crops": NaN}')),
+    cli_case("billion-layers", "text_config.n_layers = 1000000000 is beyond any real model",
+             model=lambda t: checkpoint(t, {"config.json": lambda c: c["text_config"].update(n_layers=10**9)})),
+    cli_case("int8-weights", "tensors stored as a type that is not a float", model=lambda t: with_int8(checkpoint(t))),
+    cli_case("index-as-list", "weight_map should be an object", model=lambda t: with_text(
+        missing_shard(t), "model.safetensors.index.json", '{"weight_map": ["model-00001-of-00002.safetensors"]}')),
+    cli_case("tokenizer-config-list", "tokenizer_config.json should hold a JSON object, found list",
+             model=lambda t: with_text(checkpoint(t), "tokenizer_config.json", "[]")),
+    cli_case("space-flag-string", "always_start_with_space should be true or false, found 'false'",
+             model=lambda t: checkpoint(t, {"processor_config.json":
+                                            lambda c: c.update(always_start_with_space="false")})),
+    cli_case("template-error", "chat_template.jinja: the chat template failed to render (ZeroDivisionError",
+             model=lambda t: with_text(checkpoint(t), "chat_template.jinja", "{{ 1 / 0 }}")),
+    cli_case("ten-million-spaces", "characters long: more than the model's maximum of 40,960 tokens could hold",
+             args=["--prompt", "x" + " " * 9_999_999]),
 ]
 
 
@@ -105,3 +144,58 @@ def test_cli_notes_print_as_one_line(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0
     assert done.stderr == f"warning: {path}: the file is truncated; the missing part is filled in\n"
+
+
+# -- argument errors, argv, devices, limits: one line each ------------------------------------------------------
+
+ARG_CASES = [
+    (["--prompt", "hi", "--max-new-tokens", "many"], "argument --max-new-tokens: invalid int value: 'many'"),
+    (["--prompt", "hi", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+    (["--max-new-tokens", "3"], "the following arguments are required: --prompt"),
+    (["--prompt", "hi", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["--prompt", "hi", "--device", "gpu"], "device 'gpu' is not a PyTorch device"),
+    (["--prompt", "hi", "--device", "meta"], "device 'meta': minivlm runs on cpu, cuda, mps"),
+    (["--prompt", "hi", "--max-crops", "100000000"], "--max-crops must be at most 1024, got 100000000"),
+    (["--prompt", "hi", "--seed", "-1"], "--seed must be from 0 to 2**64 - 1, got -1"),
+    (["--prompt", "hi", "--temperature", "nan"], "temperature must be a finite number"),
+    (["--prompt", "a\udcff b"], "the prompt is not valid Unicode text: character 1 is a lone surrogate"),
+]
+
+
+def exit_code(argv: list[str]) -> int:
+    """main()'s exit code, whether it returns it or argparse exits."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("args, message", ARG_CASES, ids=[a[-1][:20] for a, _ in ARG_CASES])
+def test_cli_argument_errors_are_one_line(capsys, monkeypatch, args, message):
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    assert exit_code(["--model", str(FIXTURE_DIR), *args]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_invalid_utf8_on_the_real_command_line():
+    """Python turns the bytes into lone surrogates (surrogateescape); the message says what they are."""
+    done = subprocess.run([sys.executable.encode(), b"-m", b"minivlm.generate", b"--model", bytes(FIXTURE_DIR),
+                           b"--prompt", b"caf\xe9 ?"], capture_output=True, timeout=300)
+    err = done.stderr.decode("utf-8", "backslashreplace")
+    assert done.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "the prompt is not valid Unicode text: character 3 is a lone surrogate" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_with_an_index_is_a_device(capsys):
+    """cuda:N passes argument parsing: without a GPU the message is about the GPU, not the spelling."""
+    assert exit_code(["--model", str(FIXTURE_DIR), "--prompt", "hi", "--device", "cuda:1"]) == 2
+    assert "'cuda:1': no CUDA GPU is available" in capsys.readouterr().err
+
+
+def test_repetition_penalty_on_an_image_prompt(capsys):
+    """A user's first --repetition-penalty on an image prompt: the image tokens have no logit row."""
+    assert main(["--model", str(FIXTURE_DIR), "--image", str(RGB_378), *PROMPT, "--repetition-penalty", "1.1",
+                 "--max-new-tokens", "3", "--json"]) == 0
+    assert '"token_ids"' in capsys.readouterr().out

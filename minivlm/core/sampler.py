@@ -43,10 +43,16 @@ class SamplingSettings:
 
 
 def penalize_repeats(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
-    """CTRL-style penalty on ids already in the sequence: positive logits / penalty, negative ones * penalty."""
-    picked = logits.gather(-1, seen)
-    picked = torch.where(picked > 0, picked / penalty, picked * penalty)
-    return logits.scatter(-1, seen, picked)
+    """CTRL-style penalty on ids already in the sequence: positive logits / penalty, negative ones * penalty.
+
+    Ids without a logit row are skipped: the image layout tokens of the prompt live in the decoder's extra
+    embedding rows, past the LM head, and can never be generated anyway.
+    """
+    vocab = logits.shape[-1]
+    # Mark the seen ids in a [B, vocab + 1] mask; every id past the head lands in the extra column, dropped after.
+    hit = torch.zeros(*logits.shape[:-1], vocab + 1, dtype=torch.bool, device=logits.device)
+    hit = hit.scatter(-1, seen.clamp(min=0, max=vocab), True)[..., :vocab]
+    return torch.where(hit, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 
 def filter_top_k_top_p(logits: Tensor, top_k: int, top_p: float) -> Tensor:
@@ -58,6 +64,7 @@ def filter_top_k_top_p(logits: Tensor, top_k: int, top_p: float) -> Tensor:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         cumulative = sorted_logits.softmax(-1).cumsum(-1)
         drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # mass before this token already enough
+        drop_sorted[..., 0] = False  # the most likely token always stays (a top_p of 1e-300 is 0 in float32)
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -70,8 +77,19 @@ def next_token(logits: Tensor, settings: SamplingSettings, seen: Tensor | None =
         logits = penalize_repeats(logits, seen, settings.repetition_penalty)
     if settings.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = filter_top_k_top_p(logits / settings.temperature, settings.top_k, settings.top_p)
+    logits = filter_top_k_top_p(apply_temperature(logits, settings.temperature), settings.top_k, settings.top_p)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
+    """logits / temperature; where a tiny temperature overflows float32 (1e-45: inf, or 0/0 = NaN), the row
+    becomes what that temperature means in the limit: only its most likely token(s) left."""
+    scaled = logits / temperature
+    overflowed = ~torch.isfinite(scaled.max(dim=-1, keepdim=True).values)  # [B, 1]: +inf or NaN somewhere
+    if not overflowed.any():
+        return scaled
+    best = logits == logits.max(dim=-1, keepdim=True).values
+    return torch.where(overflowed, torch.where(best, 0.0, float("-inf")), scaled)
 
 
 class TextStream:

@@ -21,6 +21,7 @@ All sizes come from cfg: the crop geometry from cfg.vision, the tiling budget fr
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from .config import MAX_CROPS_LIMIT, ModelConfig
 from .tokens import ImageTokenIds
 
 MAX_ASPECT_RATIO = 200  # the official smart_resize refuses longer strips
@@ -89,22 +90,42 @@ def _window_px(cfg: ModelConfig) -> tuple[int, int]:
     return cfg.vision.crop_size - margin, margin
 
 
+def tiling_candidates(max_crops: int) -> torch.Tensor:
+    """Every (rows, cols) grid with rows * cols <= max_crops, ordered by (tiles, rows): [candidates, 2] int64.
+
+    Built per row count i (cols 1 .. max_crops // i), so n log n grids, never the n x n pairs; refuses a budget
+    above MAX_CROPS_LIMIT, which no image needs (the config readers and the command line refuse it earlier).
+    """
+    if isinstance(max_crops, bool) or not isinstance(max_crops, int) or not 1 <= max_crops <= MAX_CROPS_LIMIT:
+        raise ValueError(f"max_crops must be an integer from 1 to {MAX_CROPS_LIMIT}, got {max_crops!r}")
+    return _candidates(max_crops).clone()
+
+
+@functools.lru_cache(maxsize=16)
+def _candidates(n: int) -> torch.Tensor:
+    rows = np.arange(1, n + 1)
+    per_row = n // rows  # row count i allows cols 1 .. n // i
+    i = np.repeat(rows, per_row)
+    j = np.arange(len(i)) - np.repeat(np.cumsum(per_row) - per_row, per_row) + 1  # 1, 2, ... within each run
+    order = np.argsort(i * j * (n + 1) + i)  # by tiles, then rows: the official sort key (unique per grid)
+    return torch.from_numpy(np.stack([i[order], j[order]], axis=1)).long()
+
+
 def choose_tiling(height: int, width: int, cfg: ModelConfig) -> tuple[int, int]:
     """(rows, cols) of tiles for a smart-resized image: the fewest tiles that need no downscaling."""
     window, margin = _window_px(cfg)
-    n = cfg.preprocessor.max_crops
-    candidates = sorted(((i, j) for i in range(1, n + 1) for j in range(1, n + 1) if i * j <= n),
-                        key=lambda t: (t[0] * t[1], t[0]))
-    tiles = torch.tensor(candidates, dtype=torch.float32)  # [candidates, 2]
+    candidates = tiling_candidates(cfg.preprocessor.max_crops)
+    tiles = candidates.float()  # [candidates, 2]
     # Float32 like upstream; a side of exactly `margin` px divides by 0 -> +inf, so the other side decides.
     # A side below it is negative: every scale < 1, and argmax picks (1, 1).
     need = torch.tensor([height - margin, width - margin], dtype=torch.float32)
     scale = (tiles * window / need).min(dim=1).values  # [candidates]
     if (scale < 1).all():
-        index = scale.argmax()  # nothing fits: upscale the least
+        index = scale.argmax()  # nothing fits: upscale the least (the first such grid in the order)
     else:
         index = torch.where(scale < 1, torch.tensor(1e10), scale).argmin()  # smallest upscale that fits
-    return candidates[int(index)]
+    rows, cols = candidates[int(index)].tolist()
+    return rows, cols
 
 
 def _kept_cells(n_tiles: int, pool: int, cfg: ModelConfig) -> list[tuple[int, int]]:

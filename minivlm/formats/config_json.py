@@ -11,14 +11,48 @@ would silently build a different model.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from ..core.config import ModelConfig, PreprocessorConfig, TextConfig, VisionConfig
+from ..core.config import MAX_CROPS_LIMIT, ModelConfig, PreprocessorConfig, TextConfig, VisionConfig
+from .files import not_a_file
 
 
 class ConfigError(ValueError):
     """A checkpoint's configuration is missing a field or asks for something minivlm does not implement."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sanity bounds
+#
+# Sizes past these are not a model but a damaged or hostile file: refused while reading, they never reach code
+# that enumerates layers or allocates per unit (10^9 layers would hang building the list of expected tensors).
+# Each bound is far above any released model (the largest known in brackets), so no real checkpoint is refused.
+SIZE_LIMITS = {
+    "n_layers": 1024,  # layers of one stack [126: Llama-3.1-405B; ViTs 27-80]
+    "hidden_size": 65_536,  # [16,384: Llama-3.1-405B]
+    "output_size": 65_536,  # the connector's output = the decoder's width
+    "size": 262_144,  # MLP inner width [53,248: Llama-3.1-405B]
+    "n_heads": 1024,  # [128]
+    "n_kv_heads": 1024,
+    "head_dim": 1024,  # [256: Gemma]
+    "vocab_size": 4_194_304,  # [262,144: Gemma 3]
+    "embedding_size": 4_194_304,
+    "additional_vocab_size": 65_536,  # [128: Jina-VLM's image tokens]
+    "max_sequence_length": 16_777_216,  # [10M: Llama 4 Scout]
+    "patch_size": 1024,  # [14-16]
+    "crop_size": 4096,  # [378; 896 in the largest ViT inputs]
+    "pooling_h": 64, "pooling_w": 64,  # [2]
+    "token_length_h": 4096, "token_length_w": 4096,  # pooled cells per crop side [14]
+    "max_crops": MAX_CROPS_LIMIT,  # the tiler's own limit (core/config.py says why)
+    "min_pixels": 1 << 26, "max_pixels": 1 << 26,  # 67 megapixels = 8192 x 8192 [1,003,520]: the tiler's float
+    #                                                resize holds 12 bytes per pixel
+}
+NUMBER_LIMITS = {
+    "eps": 0.1,  # a norm's epsilon [1e-6 .. 1e-5]
+    "rope_theta": 1e12,  # RoPE base [1e6; 5e8 in long-context models]
+}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -46,16 +80,27 @@ class _Section:
         return _Section(value, f"{self.path + '.' if self.path else ''}{key}", self.file)
 
     def int(self, key: str) -> int:
+        """A positive integer within SIZE_LIMITS[key]."""
         value = self.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{self._where(key)} should be a positive integer, found {value!r}")
+        check_limit(value, SIZE_LIMITS[key], self._where(key))
         return value
 
     def number(self, key: str) -> float:
+        """A positive finite number within NUMBER_LIMITS[key]."""
         value = self.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{self._where(key)} should be a positive number, found {value!r}")
+        check_limit(value, NUMBER_LIMITS[key], self._where(key))
         return float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A JSON true/false (the string "false" is not one: bool("false") would be True)."""
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._where(key)} should be true or false, found {value!r}")
+        return value
 
     def expect(self, key: str, *supported: Any, missing_ok: bool = False) -> Any:
         """The value must be one of `supported` (e.g. the pooling type minivlm implements)."""
@@ -68,16 +113,44 @@ class _Section:
         return value
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from a checkpoint file; errors name the file."""
-    if not path.is_file():
-        raise ConfigError(f"{path} not found")
+def check_limit(value: float, limit: float, where: str) -> None:
+    if value > limit:
+        raise ConfigError(f"{where} = {value!r} is beyond any real model (at most {limit:,}); "
+                          "a damaged or hand-edited config?")
+
+
+MAX_JSON_BYTES = 64 << 20  # the largest JSON of a checkpoint (tokenizer_config.json) is well under 1 MB
+
+
+def _not_a_json_number(text: str):
+    raise ValueError(f"{text} is not a number JSON allows (minivlm refuses NaN and Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise ValueError(f"{text} overflows a float (minivlm refuses NaN and Infinity)")
+    return value
+
+
+def read_json(path: Path, error: type[ValueError] | None = None) -> dict:
+    """A JSON object from a checkpoint file; errors (`error`, ConfigError by default) name the file."""
+    error = error or ConfigError
+    problem = not_a_file(path)
+    if problem:
+        raise error(f"{path} not found" if problem == "no such file" else f"{path}: {problem}")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise error(f"{path}: {path.stat().st_size:,} bytes is not a checkpoint's JSON file "
+                    f"(at most {MAX_JSON_BYTES >> 20} MB)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a broken download, or not a text file at all
-        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_a_json_number,
+                          parse_float=_finite_float)
+    # ValueError: invalid JSON, a 5,000-digit integer, NaN; RecursionError: [[[[...]]]] nested too deep
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise error(f"{path} is not valid JSON: {reason}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} should hold a JSON object")
+        raise error(f"{path} should hold a JSON object, found {type(data).__name__}")
     return data
 
 
@@ -130,14 +203,20 @@ def _vision_config(vc: _Section) -> VisionConfig:
     mlp_size = _check_ffn(block.section("ffn_config"), "gelu_pytorch_tanh", gated=False, bias=True)
 
     image_size = vc.get("input_size")
-    if image_size not in ([378, 378], (378, 378)) and not (isinstance(image_size, list) and len(image_size) == 2
-                                                           and image_size[0] == image_size[1]):
-        raise ConfigError(f"{vc._where('input_size')} = {image_size!r}: square crops expected")
+    if not (isinstance(image_size, list) and len(image_size) == 2 and image_size[0] == image_size[1]
+            and isinstance(image_size[0], int) and not isinstance(image_size[0], bool) and image_size[0] > 0):
+        raise ConfigError(f"{vc._where('input_size')} = {image_size!r}: square crops [n, n] expected")
+    check_limit(image_size[0], SIZE_LIMITS["crop_size"], vc._where("input_size"))
+    patch_size = vc.int("patch_size")
+    if image_size[0] % patch_size:
+        raise ConfigError(f"{vc._where('input_size')} = {image_size}: not a whole number of "
+                          f"{patch_size} px patches")
     n_layers = vc.int("n_layers")
     post_lnorm = vc.expect("post_lnorm", True, False)
     n_hidden_states = n_layers + (1 if post_lnorm else 0)
     vit_layers = vc.get("vit_layers")
-    if not isinstance(vit_layers, list) or not vit_layers or not all(isinstance(i, int) for i in vit_layers):
+    if not isinstance(vit_layers, list) or not vit_layers or \
+            not all(isinstance(i, int) and not isinstance(i, bool) for i in vit_layers):
         raise ConfigError(f"{vc._where('vit_layers')} should be a non-empty list of integers, found {vit_layers!r}")
     for i in vit_layers:
         if not -n_hidden_states <= i < n_hidden_states or i % n_hidden_states == n_layers:
@@ -153,10 +232,14 @@ def _vision_config(vc: _Section) -> VisionConfig:
     pool_heads = pool_attn.int("n_heads")
     pool_attn.expect("n_kv_heads", None, pool_heads)
     projector_size = _check_ffn(conn.section("mlp_projector_config"), "silu", gated=True, bias=False)
+    for key in ("pooling_h", "pooling_w"):
+        if conn.int(key) > image_size[0] // patch_size:
+            raise ConfigError(f"{conn._where(key)} = {conn.get(key)}: larger than the crop's "
+                              f"{image_size[0] // patch_size} patches")
 
     return VisionConfig(
         hidden_size=vc.int("hidden_size"), n_layers=n_layers, n_heads=n_heads, head_dim=attn.int("head_dim"),
-        mlp_size=mlp_size, norm_eps=eps, crop_size=image_size[0], patch_size=vc.int("patch_size"),
+        mlp_size=mlp_size, norm_eps=eps, crop_size=image_size[0], patch_size=patch_size,
         vit_layers=tuple(vit_layers), n_hidden_states=n_hidden_states,
         pool_h=conn.int("pooling_h"), pool_w=conn.int("pooling_w"), pool_n_heads=pool_heads,
         pool_head_dim=pool_attn.int("head_dim"), projector_size=projector_size, output_size=vc.int("output_size"))
@@ -215,17 +298,24 @@ def _preprocessor_config(pp: _Section, vision: VisionConfig) -> PreprocessorConf
             raise ConfigError(f"{pp._where(key)} = {pp.get(key)}: the crop grid {vision.grid} pooled by "
                               f"{vision.pool_h}x{vision.pool_w} gives {expected}")
     margins = pp.get("overlap_margins")
-    if not (isinstance(margins, list) and len(margins) == 2 and all(isinstance(m, int) and m >= 0 for m in margins)):
+    if not (isinstance(margins, list) and len(margins) == 2
+            and all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in margins)):
         raise ConfigError(f"{pp._where('overlap_margins')} = {margins!r}: two non-negative integers expected")
+    if sum(margins) >= vision.grid:
+        raise ConfigError(f"{pp._where('overlap_margins')} = {margins}: the margins leave nothing of a crop's "
+                          f"{vision.grid} patches")
+    min_pixels, max_pixels = pp.int("min_pixels"), pp.int("max_pixels")
+    if min_pixels > max_pixels:
+        raise ConfigError(f"{pp.file}: min_pixels = {min_pixels} is above max_pixels = {max_pixels}")
     return PreprocessorConfig(max_crops=pp.int("max_crops"), overlap_margins=(margins[0], margins[1]),
-                              min_pixels=pp.int("min_pixels"), max_pixels=pp.int("max_pixels"))
+                              min_pixels=min_pixels, max_pixels=max_pixels)
 
 
 def load_config(checkpoint_dir: str | Path) -> ModelConfig:
     """Read config.json, preprocessor_config.json and (optional) processor_config.json of a checkpoint."""
     root = Path(checkpoint_dir)
     config_file, pp_file = root / "config.json", root / "preprocessor_config.json"
-    if not config_file.is_file():
+    if not config_file.exists():  # something else by that name (a folder, a FIFO): read_json says what
         raise ConfigError(f"{root} is not a checkpoint folder: it has no config.json (a Jina-VLM checkpoint holds "
                           "config.json, preprocessor_config.json, tokenizer.json and *.safetensors)")
     top = _Section(read_json(config_file), "", config_file)
@@ -238,20 +328,23 @@ def load_config(checkpoint_dir: str | Path) -> ModelConfig:
     top.expect("tie_word_embeddings", False, missing_ok=True)
     preprocessor = _preprocessor_config(_Section(read_json(pp_file), "", pp_file), vision)
     processor_file = root / "processor_config.json"
-    space = read_json(processor_file).get("always_start_with_space", False) if processor_file.is_file() else False
-    return ModelConfig(vision=vision, text=text, preprocessor=preprocessor, always_start_with_space=bool(space))
+    space = (_Section(read_json(processor_file), "", processor_file).flag("always_start_with_space", False)
+             if processor_file.exists() else False)
+    return ModelConfig(vision=vision, text=text, preprocessor=preprocessor, always_start_with_space=space)
 
 
 
 def generation_stop_ids(checkpoint_dir: str | Path, eos_id: int | None) -> list[int]:
     """The eos ids of generation_config.json when present, else the tokenizer's eos (`eos_id`)."""
     path = Path(checkpoint_dir) / "generation_config.json"
-    if path.is_file():
+    if path.exists():
         eos = read_json(path).get("eos_token_id")
-        if isinstance(eos, int) and not isinstance(eos, bool):
+        is_id = lambda i: isinstance(i, int) and not isinstance(i, bool) and i >= 0  # noqa: E731 (True is an int)
+        if is_id(eos):
             return [eos]
-        if isinstance(eos, list) and all(isinstance(i, int) for i in eos):
+        if isinstance(eos, list) and all(is_id(i) for i in eos):
             return eos
         if eos is not None:
-            raise ConfigError(f"{path}: eos_token_id should be an id or a list of ids, found {eos!r}")
+            raise ConfigError(f"{path}: eos_token_id should be an id or a list of ids (non-negative "
+                              f"integers), found {eos!r}")
     return [eos_id] if eos_id is not None else []

@@ -31,6 +31,7 @@ def check_prompt(text: str, n_images: int) -> None:
 
     Counting in the text equals counting token ids: the tokenizer splits special tokens out before anything else.
     """
+    check_text(text, "the prompt")
     if not text.strip() and not n_images:
         raise PromptError("the prompt is empty and there is no image: there is nothing to answer")
     reserved = [token for token in LAYOUT_TOKENS if token in text]
@@ -43,6 +44,35 @@ def check_prompt(text: str, n_images: int) -> None:
                           f"image(s) were given; use one placeholder per image (or none: images then go first)")
 
 
+def check_text(text: str, what: str) -> None:
+    """A str of valid Unicode: not bytes or None, and no lone surrogates (which cannot be encoded as UTF-8, and
+    are what Python makes of invalid UTF-8 on a command line)."""
+    if not isinstance(text, str):
+        hint = "; decode it first: text.decode('utf-8')" if isinstance(text, (bytes, bytearray)) else ""
+        raise PromptError(f"{what} must be a str, got {type(text).__name__}{hint}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PromptError(f"{what} is not valid Unicode text: character {e.start} is a lone surrogate "
+                          f"({text[e.start]!r}); invalid UTF-8 on the command line, or a string cut in the middle "
+                          "of a character?") from None
+
+
+def check_prompt_length(text: str, tokenizer: Tokenizer, cfg: ModelConfig) -> None:
+    """Refuse, before tokenizing, text longer than the model's whole context could hold.
+
+    No token covers more than `tokenizer.max_token_chars` characters (the longest entry in its vocabulary: a
+    byte-level token covers at most that many bytes), so longer text cannot fit in max_sequence_length tokens and
+    refusing it refuses nothing that would run. It also keeps the tokenizer library away from its own limits
+    (10 million spaces hit a regex limit in it and panic).
+    """
+    limit = cfg.text.max_sequence_length * tokenizer.max_token_chars
+    if len(text) > limit:
+        raise PromptError(f"the prompt is {len(text):,} characters long: more than the model's maximum of "
+                          f"{cfg.text.max_sequence_length:,} tokens could hold (at most {limit:,} characters); "
+                          "shorten it")
+
+
 def preprocess(text: str, images: Sequence, tokenizer: Tokenizer, cfg: ModelConfig) -> Sample:
     """One sample: input_ids [L]; images [crops, 729, 588]; image_masks [crops, 729]; image_input_idx [crops, 196].
 
@@ -50,6 +80,7 @@ def preprocess(text: str, images: Sequence, tokenizer: Tokenizer, cfg: ModelConf
     the official code writes a large negative sentinel.
     """
     check_prompt(text, len(images))
+    check_prompt_length(text, tokenizer, cfg)
     ids = tokenizer.encode(text)
     if ids and ids[-1] == tokenizer.eos_id:  # the official processor drops a trailing eos
         ids = ids[:-1]

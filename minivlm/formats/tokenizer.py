@@ -7,22 +7,31 @@ checkpoint may put them anywhere. The six image tokens (<im_start>, <im_end>, <i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
 from ..core.tokens import IMAGE_PLACEHOLDER, LAYOUT_TOKENS, ImageTokenIds
+from .config_json import read_json
+from .files import not_a_file
 
 
 class TokenizerError(ValueError):
     """The checkpoint's tokenizer files are missing, broken or lack a token minivlm needs."""
 
 
-def _special_token_name(value) -> str | None:
-    """tokenizer_config.json writes special tokens as a string or as {"content": ...}."""
+def is_rust_panic(error: BaseException) -> bool:
+    """The tokenizers library reports an internal failure (a regex limit hit by 10 million spaces, a malformed
+    file) as pyo3's PanicException, a BaseException that `except Exception` does not catch."""
+    return type(error).__name__ == "PanicException" and type(error).__module__ == "pyo3_runtime"
+
+
+def _special_token_name(value, where: str) -> str | None:
+    """tokenizer_config.json writes special tokens as a string, as {"content": ...}, or null."""
     if isinstance(value, dict):
-        return value.get("content")
+        value = value.get("content")
+    if value is not None and not isinstance(value, str):
+        raise TokenizerError(f"{where} should be a token string (or {{\"content\": string}}), found {value!r}")
     return value
 
 
@@ -30,21 +39,26 @@ class Tokenizer:
     def __init__(self, checkpoint_dir: str | Path):
         root = Path(checkpoint_dir)
         path = self.path = root / "tokenizer.json"
-        if not path.is_file():
-            raise TokenizerError(f"{path} not found: minivlm needs the fast-tokenizer file tokenizer.json")
+        problem = not_a_file(path)
+        if problem:
+            what = " not found" if problem == "no such file" else f": {problem};"
+            raise TokenizerError(f"{path}{what} minivlm needs the fast-tokenizer file tokenizer.json")
         try:
             self.hf = HFTokenizer.from_file(str(path))
-        except Exception as e:  # the tokenizers library raises a bare Exception on a malformed file
-            raise TokenizerError(f"{path} could not be read: {e}") from None
-        config = {}
+        except BaseException as e:  # a bare Exception on a malformed file, or a Rust panic
+            if not isinstance(e, Exception) and not is_rust_panic(e):
+                raise
+            raise TokenizerError(f"{path} could not be read: {str(e).splitlines()[0] if str(e) else e!r}") from None
+        # A byte-level BPE token covers at most this many bytes of text, so at most as many characters.
+        self.max_token_chars = max(map(len, self.hf.get_vocab(with_added_tokens=True)), default=1)
+        config, origin = {}, {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the latter wins, as in transformers
-            if (root / name).is_file():
-                try:
-                    config.update(json.loads((root / name).read_text(encoding="utf-8")))
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise TokenizerError(f"{root / name} is not valid JSON: {e}") from None
-        eos = _special_token_name(config.get("eos_token"))
-        bos = _special_token_name(config.get("bos_token"))
+            if (root / name).exists():
+                data = read_json(root / name, TokenizerError)
+                config.update(data)
+                origin.update({key: root / name for key in data})
+        eos = _special_token_name(config.get("eos_token"), f"{origin.get('eos_token')}: eos_token")
+        bos = _special_token_name(config.get("bos_token"), f"{origin.get('bos_token')}: bos_token")
         self.eos_id = self.token_id(eos) if eos else None
         bos_id = self.token_id(bos) if bos else None
         # The official processor prepends `bos_token_id or eos_token_id`: Qwen has no BOS, so it is <|endoftext|>.
@@ -65,8 +79,16 @@ class Tokenizer:
         return ids[0]
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text`; special tokens written in it (e.g. <|im_start|>) become their ids."""
-        return self.hf.encode(text, add_special_tokens=False).ids
+        """Token ids of `text`; special tokens written in it (e.g. <|im_start|>) become their ids.
+
+        The caller bounds the length first (`processor.check_prompt_length`); a panic is still caught."""
+        try:
+            return self.hf.encode(text, add_special_tokens=False).ids
+        except BaseException as e:
+            if not is_rust_panic(e):
+                raise
+            raise TokenizerError(f"the tokenizer library failed on this text of {len(text):,} characters "
+                                 f"({str(e).splitlines()[0]}); shorten it") from None
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)

@@ -8,18 +8,22 @@ checkpoint into bfloat16 never holds two full copies. Only safetensors are read;
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from ..core import decoder, patch_embed, pooler, vit
 from ..core.config import ModelConfig
+from .config_json import read_json
+from .files import not_a_file
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 MAX_LISTED = 20  # problems listed by name; a wholly different checkpoint would otherwise list hundreds
+# The floating-point types safetensors stores that minivlm reads. An integer or bool tensor (a quantized or damaged
+# file) would be cast to float silently and answer nonsense; 8-bit floats need scales minivlm does not apply.
+FLOAT_DTYPES = ("F32", "BF16", "F16", "F64")
 
 
 class WeightsError(ValueError):
@@ -40,18 +44,17 @@ def unused_keys(cfg: ModelConfig) -> set[str]:
 def shard_map(checkpoint_dir: Path) -> dict[str, Path]:
     """key -> file holding it, for a single `model.safetensors` or a sharded index."""
     index_path, single_path = checkpoint_dir / INDEX_FILE, checkpoint_dir / SINGLE_FILE
-    if index_path.is_file():
-        try:
-            weight_map = json.loads(index_path.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise WeightsError(f"{index_path}: not a safetensors index with a 'weight_map' ({e})") from None
+    if index_path.exists():
+        weight_map = _read_index(index_path)
         files = {name: checkpoint_dir / name for name in set(weight_map.values())}
-        missing = sorted(str(f) for f in files.values() if not f.is_file())
+        missing = sorted(str(f) for f in files.values() if not f.exists())
         if missing:
             raise WeightsError(f"{index_path} names shard files that are not there: {', '.join(missing)} "
                                "(an interrupted download? fetch the checkpoint again)")
+        for path in files.values():
+            _check_file(path)
         return {key: files[name] for key, name in weight_map.items()}
-    if single_path.is_file():
+    if single_path.exists():
         with _open(single_path) as f:
             return {key: single_path for key in f.keys()}
     shards = sorted(p.name for p in checkpoint_dir.glob("*.safetensors"))
@@ -65,11 +68,51 @@ def shard_map(checkpoint_dir: Path) -> dict[str, Path]:
     raise WeightsError(f"{checkpoint_dir}: neither {SINGLE_FILE} nor {INDEX_FILE} found{hint}")
 
 
+def _read_index(index_path: Path) -> dict[str, str]:
+    """The index's weight_map {tensor name: shard file name}; every shard must be inside the checkpoint folder."""
+    weight_map = read_json(index_path, WeightsError).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in weight_map.items()):
+        raise WeightsError(f"{index_path}: weight_map should be an object {{tensor name: shard file name}}, "
+                           f"found {_shape_of(weight_map)}")
+    for name in set(weight_map.values()):
+        # Checked by name, not by resolving links: Hugging Face's cache links every file to a blob elsewhere.
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in name:
+            raise WeightsError(f"{index_path}: weight_map names the shard {name!r}, outside the checkpoint folder; "
+                               "shard files must be inside it")
+    return weight_map
+
+
+def _shape_of(value) -> str:
+    if value is None:
+        return "none"
+    return f"a {type(value).__name__}" if not isinstance(value, dict) else "an object with non-string entries"
+
+
+def _check_file(path: Path) -> None:
+    problem = not_a_file(path)
+    if problem:
+        raise WeightsError(f"{path}: {problem}; a weights file should be a regular .safetensors file")
+
+
 def _open(path: Path):
+    _check_file(path)
     try:
         return safe_open(str(path), framework="pt")
+    except PermissionError:
+        raise WeightsError(f"{path}: permission denied; make the file readable") from None
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"{path}: not a readable safetensors file ({e}); re-download it") from None
+
+
+def check_dtypes(dtypes: dict[str, str], where: str) -> None:
+    """Refuse tensors stored as integers or bools (a quantized or damaged checkpoint), naming them."""
+    bad = [f"{key} ({dtype})" for key, dtype in dtypes.items() if dtype not in FLOAT_DTYPES]
+    if bad:
+        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise WeightsError(f"{where}: tensors stored as a type that is not a float: {listed}; minivlm reads "
+                           f"{', '.join(FLOAT_DTYPES)} weights (a quantized or damaged checkpoint?)")
 
 
 def check_shapes(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], where: str) -> None:
@@ -97,6 +140,7 @@ def load_weights(checkpoint_dir: str | Path, cfg: ModelConfig, dtype: torch.dtyp
     for key, path in locations.items():
         by_file.setdefault(path, []).append(key)
     found: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, str] = {}
     for path, keys in by_file.items():
         with _open(path) as f:
             available = set(f.keys())
@@ -104,7 +148,9 @@ def load_weights(checkpoint_dir: str | Path, cfg: ModelConfig, dtype: torch.dtyp
                 if key not in available:
                     raise WeightsError(f"{path}: the index says it holds {key}, but it does not")
                 found[key] = tuple(f.get_slice(key).get_shape())
+                dtypes[key] = f.get_slice(key).get_dtype()
     check_shapes(found, expected_shapes(cfg), str(root))
+    check_dtypes(dtypes, str(root))
 
     skip = unused_keys(cfg)
     weights: dict[str, torch.Tensor] = {}

@@ -3,6 +3,7 @@
     task.py        the images and the questions (4 languages)
     tokenizer.py   its byte-level BPE tokenizer, trained on the task's strings
     checkpoint.py  its config (the release's, with small sizes) and initial weights, in the official format
+    data.py        the task as chat records (captions, multi-turn questions) for a trainer
     train.py       training from scratch; eval.py: exact-match accuracy on fresh questions
 
 The trained checkpoint ships inside the package (`DEMO_DIR`), so it is there wherever minivlm is installed.

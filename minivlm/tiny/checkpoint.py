@@ -3,9 +3,10 @@
 `minivlm/tiny/minivlm-tiny` has the same files as the released checkpoint (config.json with every field of the
 nested JinaVLMConfig, preprocessor_config.json, tokenizer.json, generation_config.json, chat template) and the
 same tensor keys; only the sizes are small (`Sizes`). This file writes those files and the initial weights;
-`minivlm.tiny.train` trains them. Crops are 224 px (16 x 16 patches of 14 px, 8 x 8 pooled cells) instead of
-378 px, with 2-patch overlap margins instead of 4, and max_crops 1 (a thumbnail plus one tile): the task's
-images are at most 512 px and its shapes are large.
+`minivlm.tiny.train` trains them. By default crops are 224 px (16 x 16 patches of 14 px, 8 x 8 pooled cells)
+instead of 378 px, with 2-patch overlap margins instead of 4, and max_crops 1 (a thumbnail plus one tile).
+The geometry proposed for issue #17's tiling model is `Sizes(crop=168, margin=2, max_crops=4)`: 12 x 12
+patches, and 99% of the task's images cut into 2-4 overlapping tiles.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ class Sizes:
     text_layers: int = 4
     text_heads: int = 4
     text_kv_heads: int = 2
-    vocab: int = 512  # embedding_size: BPE tokens + <|endoftext|> <|im_start|> <|im_end|>
+    # embedding_size: BPE tokens + <|endoftext|> <|im_start|> <|im_end|>. 640: the task's strings run out of
+    # merges at 622, so every answer is one token (at 512, 21 of the 26 answer words take 2-4 tokens).
+    vocab: int = 640
     crop: int = 224  # crop side in pixels (real: 378): 16 x 16 patches of 14 px
     margin: int = 2  # overlap margin in patches per side (real: 4)
-    max_crops: int = 1  # tiles at most (real: 12); 1: the task's images (<= 512 px) get the thumbnail + one tile
+    max_crops: int = 1  # tiles at most, besides the thumbnail (real: 12); issue #17 proposes 4 with 168 px crops
 
 
 # The release's config files (reconstructed: minivlm/configs/jina-vlm/README.md): the demo model takes every field
@@ -99,10 +102,10 @@ def write_checkpoint_files(out: Path, sizes: Sizes) -> None:
 
 
 def example_scene() -> tiny_task.Scene:
-    """The demo picture: one green circle (so "What color is the circle?" has one answer), a blue square and
-    a red triangle."""
-    shapes = [tiny_task.Shape("circle", "green", (40, 60, 140, 160)), tiny_task.Shape("square", "blue", (200, 30, 290, 120)),
-              tiny_task.Shape("triangle", "red", (250, 170, 350, 270))]
+    """The demo picture, a scene of the task: one green circle (so "What color is the circle?" has one answer),
+    a blue square and a red triangle, each 80-90 px (at most 30% of the 300 px side)."""
+    shapes = [tiny_task.Shape("circle", "green", (40, 60, 130, 150)), tiny_task.Shape("square", "blue", (200, 30, 280, 110)),
+              tiny_task.Shape("triangle", "red", (250, 170, 340, 260))]
     return tiny_task.Scene(400, 300, tiny_task.BACKGROUNDS["white"], shapes)
 
 

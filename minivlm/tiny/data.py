@@ -1,12 +1,21 @@
-"""The demo model's training data, as `python` sources of the tiny recipe (`minivlm/train/recipes/tiny.json`).
+"""Training data of the demo model: the shapes task (`minivlm.tiny.task`) as chat records for the trainer.
 
-Each function draws ONE record in the chat-messages format from `rng` (the trainer gives every sample its own
-seeded Random), with the image as a PIL image: the synthetic shapes task of `minivlm.tiny_task`.
+A record is one image and one conversation about it, in the chat-messages format trainers and
+`minivlm.formats.chat.render_chat` read:
 
-  alignment    the image alone, then a plain description: "red circle, blue square" (by colour, then kind)
-  instruction  up to 8 questions about different facts of one image, each in a random language
-  question     one question about one image (tiny_task.sample): a second source for single-source batches
-  words        text-only: a colour or shape word in one language -> the same word in another
+    {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q1}]},
+                  {"role": "assistant", "content": [{"type": "text", "text": a1}]},
+                  {"role": "user", "content": [{"type": "text", "text": q2}]}, ...],
+     "images": [PIL.Image]}
+
+The first user turn is exactly the prompt the model gets at inference (`<|image|>` then the question), so
+every record also teaches the evaluated format. Two kinds, one per training stage of the paper:
+  caption_record   stage 1, alignment: the image alone, then a plain description of it (`caption`);
+  question_record  stage 2, instruction tuning: up to `turns` questions about different facts of the
+                   image, the question types taken in turn, each in a random language (asking one fact twice
+                   would let a later answer copy an earlier one instead of looking).
+Scenes come from `training_scene`, which over-draws what the task's own sampler makes rare. Everything is
+drawn from the `random.Random` passed in, so a seed fixes the data.
 """
 
 from __future__ import annotations
@@ -14,51 +23,92 @@ from __future__ import annotations
 import random
 
 from . import task as tiny_task
+from .task import QA, Scene
 
 
-def _scene(rng: random.Random) -> tiny_task.Scene:
-    """tiny_task's scene, re-balanced: a third of the scenes with two or three shapes give them all one kind,
-    so that "2" and "3" are common count answers (under the task's own draw "3" is under 2% of them)."""
-    scene = tiny_task.draw_scene(rng)
-    if len(scene.shapes) > 1 and rng.random() < 1 / 3:
-        kind = rng.choice(tiny_task.SHAPES)
-        shapes = [tiny_task.Shape(kind, s.color, s.bbox) for s in scene.shapes]
-        scene = tiny_task.Scene(scene.width, scene.height, scene.background, shapes)
-    return scene
+def training_scene(rng: random.Random) -> Scene:
+    """A scene for training, a third each of:
+    - the task's own scenes (`tiny_task.draw_scene`), so training sees what evaluation sees;
+    - crowds: 3-4 shapes, 3-4 of them identical. Under the task's draw only 9% of count answers are 3 or 4,
+      and counting identical shapes is what the previous demo model got wrong;
+    - scenes of 2-4 independent shapes that define a "left" question (two kinds present once each, far
+      enough apart): 12% of the task's scenes do, while evaluation asks "left" as often as any other type.
+    """
+    part = rng.randrange(3)
+    if part == 0:
+        return tiny_task.draw_scene(rng)
+    if part == 1:
+        n = rng.randint(3, 4)
+        return tiny_task.scene_with(rng, n, group=rng.randint(3, n))
+    while True:
+        scene = tiny_task.scene_with(rng, rng.randint(2, 4))
+        if any(qa.qtype == "left" for qa in tiny_task.questions(scene)):
+            return scene
 
 
-def _chat(turns: list[tuple[str, str]], image=None) -> dict:
-    messages = []
-    for k, (question, answer) in enumerate(turns):
-        parts = ([{"type": "image"}] if image is not None and k == 0 else []) + \
-            ([{"type": "text", "text": question}] if question else [])
-        messages += [{"role": "user", "content": parts}, {"role": "assistant", "content": answer}]
-    return {"messages": messages, "images": [] if image is None else [image]}
+def caption(scene: Scene) -> str:
+    """Stage 1 target: every shape from left to right (by box centre, then top to bottom), by colour and kind,
+    e.g. "red circle, red circle, blue square". Listing each copy teaches counting; the order, position."""
+    shapes = sorted(scene.shapes, key=lambda s: (s.bbox[0] + s.bbox[2], s.bbox[1]))
+    return ", ".join(f"{s.color} {s.kind}" for s in shapes)
 
 
-def alignment(rng: random.Random) -> dict:
-    scene = _scene(rng)
-    shapes = sorted(scene.shapes, key=tiny_task.shape_class)
-    return _chat([("", ", ".join(f"{s.color} {s.kind}" for s in shapes))], tiny_task.render(scene))
+def question_turns(scene: Scene, turns: int, rng: random.Random) -> list[QA]:
+    """Up to `turns` questions about different facts of `scene`, each in a language drawn uniformly. Facts are
+    drawn type by type (a type uniformly among those with facts left, then one of its facts), so the three
+    count facts by kind and four by colour, mostly "0", do not crowd out the scene's one "left" fact. Both
+    orders of a "left" question are one fact."""
+    facts: dict[str, dict[tuple[str, ...], list[QA]]] = {}  # qtype -> about -> that fact's questions
+    for qa in tiny_task.questions(scene):
+        facts.setdefault(qa.qtype, {}).setdefault(qa.about, []).append(qa)
+    out: list[QA] = []
+    while facts and len(out) < turns:
+        qtype = rng.choice(list(facts))
+        about = rng.choice(list(facts[qtype]))
+        language = rng.choice(tiny_task.LANGUAGES)
+        out.append(rng.choice([qa for qa in facts[qtype].pop(about) if qa.language == language]))
+        if not facts[qtype]:
+            del facts[qtype]
+    return out
 
 
-def instruction(rng: random.Random, turns: int = 8) -> dict:
-    """Several facts of one image (asking one fact twice would let later answers copy earlier ones)."""
-    scene = _scene(rng)
-    qas = tiny_task.questions(scene)
-    n_facts = len(qas) // len(tiny_task.LANGUAGES)  # questions() lists the same facts for every language
-    picked = [qas[rng.randrange(len(tiny_task.LANGUAGES)) * n_facts + f]
-              for f in rng.sample(range(n_facts), min(turns, n_facts))]
-    return _chat([(qa.question, qa.answer) for qa in picked], tiny_task.render(scene))
+def chat_record(scene: Scene, pairs: list[tuple[str, str]]) -> dict:
+    """The record of a conversation of (user text, assistant text) turns about `scene`; the image goes before
+    the first user text."""
+    messages: list[dict] = []
+    for k, (user, assistant) in enumerate(pairs):
+        content = ([{"type": "image"}] if k == 0 else []) + ([{"type": "text", "text": user}] if user else [])
+        messages += [{"role": "user", "content": content},
+                     {"role": "assistant", "content": [{"type": "text", "text": assistant}]}]
+    return {"messages": messages, "images": [tiny_task.render(scene)]}
 
 
-def question(rng: random.Random) -> dict:
-    image, qa = tiny_task.sample(rng)
-    return _chat([(qa.question, qa.answer)], image)
+def caption_record(rng: random.Random) -> dict:
+    """Stage 1: a training scene; the user turn is the image alone, the answer its `caption`."""
+    scene = training_scene(rng)
+    return chat_record(scene, [("", caption(scene))])
 
 
-def words(rng: random.Random) -> dict:
+def question_record(rng: random.Random, turns: int = 8) -> dict:
+    """Stage 2: a training scene and `question_turns` about it, as one multi-turn chat."""
+    scene = training_scene(rng)
+    return chat_record(scene, [(qa.question, qa.answer) for qa in question_turns(scene, turns, rng)])
+
+
+# Two more sources for the trainer's tiny recipe (minivlm/train/recipes/tiny.json), beside the two above.
+
+def one_question_record(rng: random.Random) -> dict:
+    """Stage 2's second source (the paper's single-source batches need more than one): one question, the
+    task's own sampler (`tiny_task.sample_scene`), exactly what evaluation asks."""
+    scene, qa = tiny_task.sample_scene(rng)
+    return chat_record(scene, [(qa.question, qa.answer)])
+
+
+def word_record(rng: random.Random) -> dict:
+    """Text only (the paper mixes ~15% into alignment): a colour or shape word in one language, the same word in
+    another."""
     table = rng.choice([tiny_task.COLOR_ANSWERS, tiny_task.SHAPE_ANSWERS])
     source, target = rng.sample(tiny_task.LANGUAGES, 2)
     key = rng.choice(list(table[source]))
-    return _chat([(table[source][key], table[target][key])])
+    return {"messages": [{"role": "user", "content": table[source][key]},
+                         {"role": "assistant", "content": table[target][key]}], "images": []}

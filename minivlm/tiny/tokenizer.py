@@ -75,7 +75,7 @@ def train_tokenizer(vocab_size: int, out_path: str | Path | None = None) -> Toke
     trainer = trainers.BpeTrainer(vocab_size=n_regular, initial_alphabet=alphabet, special_tokens=[],
                                   show_progress=False)
     tok.train_from_iterator(corpus(), trainer)
-    if tok.get_vocab_size() < n_regular:  # the corpus is small: merges run out near 525 tokens
+    if tok.get_vocab_size() < n_regular:  # the corpus is small: merges run out at 619 regular tokens
         tok = _pad_vocab(tok, n_regular)
     # Added after training so they take the ids right after the regular tokens, in this order.
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False, single_word=False, lstrip=False,

@@ -3,7 +3,8 @@
 The model is `minivlm.tiny.checkpoint`'s Jina-VLM in miniature. Its forward pass is minivlm's own inference
 code (`core.generation.encode_images` and `prefill`, `core.decoder.lm_head`) with autograd on: the weights
 are a dict of leaf tensors, exactly what `minivlm.load` returns, so there is no second model to keep in sync.
-The data is the synthetic shapes task of `minivlm.tiny.task` (4 languages; colour, count and shape questions).
+The data is the synthetic shapes task of `minivlm.tiny.task` (4 languages; colour, count, count-by-colour, shape
+and which-is-left questions), drawn as `minivlm.tiny.data` does for any trainer.
 
 The paper trains a pretrained SigLIP2 encoder and a pretrained Qwen3 in two stages. Ours start random, so a
 stage 0 stands in for the encoder's pretraining:
@@ -15,7 +16,7 @@ stage 0 stands in for the encoder's pretraining:
       alone, shape questions were still at chance (36%, chance 33%) after 1,200 steps of 16 images; after
       stage 0, they were at 86% after 1,000 steps of stages 1 and 2.
   stage 1, alignment: the user turn is only the image and the target a plain description, e.g.
-      "red circle, blue square" (by colour, then kind): the decoder learns to read the image tokens.
+      "red circle, blue square" (left to right): the decoder learns to read the image tokens.
   stage 2, instruction tuning: multi-turn chats, several questions about one image in mixed languages,
       "<|im_start|>user\\n<|image|>Q1<|im_end|>\\n<|im_start|>assistant\\nA1<|im_end|>\\n<|im_start|>user\\nQ2..."
       Only the answer tokens and their <|im_end|> are in the loss. The first turn is exactly the prompt that
@@ -53,6 +54,8 @@ from ..formats.tokenizer import Tokenizer
 from . import DEMO_DIR
 from . import task as tiny_task
 from .checkpoint import Sizes, init_weights, save_weights, write_checkpoint_files
+from .data import caption, question_turns, training_scene
+
 N_CLASSES = 1 + len(tiny_task.COLORS) * len(tiny_task.SHAPES)  # background + (colour, kind)
 
 
@@ -80,33 +83,13 @@ class Recipe:
 
 # ------------------------------------------------------------------------------------------------ data
 
-def training_scene(rng: random.Random) -> tiny_task.Scene:
-    """tiny_task's scene, re-balanced: a third of the scenes with two or three shapes give them all one kind,
-    so that "2" and "3" are common count answers (under the task's own draw "3" is under 2% of them)."""
-    scene = tiny_task.draw_scene(rng)
-    if len(scene.shapes) > 1 and rng.random() < 1 / 3:
-        kind = rng.choice(tiny_task.SHAPES)
-        shapes = [tiny_task.Shape(kind, s.color, s.bbox) for s in scene.shapes]
-        scene = tiny_task.Scene(scene.width, scene.height, scene.background, shapes)
-    return scene
-
-
-def caption(scene: tiny_task.Scene) -> str:
-    """Stage 1 target: every shape, by colour then kind, e.g. "red circle, blue square, blue triangle"."""
-    shapes = sorted(scene.shapes, key=tiny_task.shape_class)
-    return ", ".join(f"{s.color} {s.kind}" for s in shapes)
-
-
 def conversation(scene: tiny_task.Scene, stage: int, turns: int, rng: random.Random) -> list[dict]:
     """Stage 1: the image alone, then its caption. Stage 2: up to `turns` questions about different facts of
-    the image, each in a random language (asking one fact twice would let later answers copy earlier ones)."""
+    the image, each in a random language (`data.question_turns`)."""
     if stage == 1:
         return [{"role": "user", "content": ""}, {"role": "assistant", "content": caption(scene)}]
-    qas = tiny_task.questions(scene)
-    n_facts = len(qas) // len(tiny_task.LANGUAGES)  # questions() lists the same facts for every language
     messages = []
-    for fact in rng.sample(range(n_facts), min(turns, n_facts)):
-        qa = qas[rng.randrange(len(tiny_task.LANGUAGES)) * n_facts + fact]
+    for qa in question_turns(scene, turns, rng):
         messages += [{"role": "user", "content": qa.question}, {"role": "assistant", "content": qa.answer}]
     return messages
 

@@ -61,10 +61,10 @@ def test_targets_are_the_answers_and_their_end_of_turn(checkpoint_dir):
 
 
 def test_stage_one_caption_lists_every_shape():
-    shapes = [tiny_task.Shape("triangle", "blue", (0, 0, 30, 30)), tiny_task.Shape("circle", "red", (40, 0, 70, 30)),
-              tiny_task.Shape("square", "blue", (80, 0, 110, 30))]
+    shapes = [tiny_task.Shape("square", "blue", (80, 0, 110, 30)), tiny_task.Shape("triangle", "blue", (0, 0, 30, 30)),
+              tiny_task.Shape("circle", "red", (40, 0, 70, 30))]
     scene = tiny_task.Scene(200, 100, tiny_task.BACKGROUNDS["grey"], shapes)
-    assert train_tiny.caption(scene) == "red circle, blue square, blue triangle"
+    assert train_tiny.caption(scene) == "blue triangle, red circle, blue square"  # left to right
     assert train_tiny.conversation(scene, 1, 8, random.Random(0))[1]["content"] == train_tiny.caption(scene)
 
 
