@@ -8,6 +8,7 @@ checkpoint into bfloat16 never holds two full copies. Only safetensors are read;
 
 from __future__ import annotations
 
+import json
 from pathlib import Path, PurePosixPath
 
 import torch
