@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -35,6 +36,9 @@ from .formats.config_json import generation_stop_ids, load_config
 from .formats.processor import preprocess
 from .formats.tokenizer import Tokenizer
 from .formats.weights import load_weights
+
+if TYPE_CHECKING:
+    from .conversation import Conversation
 
 # The KV cache starts with room for the prompt and this many new tokens, and grows (doubling) if the answer is
 # longer: a generous max_new_tokens costs nothing until it is used.
@@ -87,27 +91,35 @@ def check_device(device: str | torch.device) -> torch.device:
 @torch.inference_mode()
 def generate_ids(weights: dict[str, Tensor], cfg: ModelConfig, batch: Batch, *, max_new_tokens: int,
                  settings: SamplingSettings, stop_ids: Sequence[int], dtype: torch.dtype, seed: int | None = None,
-                 on_token: Callable[[int], None] | None = None, return_logits: bool = False) -> Generation:
+                 on_token: Callable[[int], None] | None = None, return_logits: bool = False,
+                 cache: KVCache | None = None, start: int = 0, features: Tensor | None = None,
+                 earlier_ids: Tensor | None = None) -> Generation:
     """Answer a collated batch: `generate_tokens` until every row has produced a stop id or max_new_tokens.
 
-    `on_token` receives each new token of row 0 as it is chosen (for streaming).
+    `on_token` receives each new token of row 0 as it is chosen (for streaming). To continue a sequence (a
+    conversation's next turn), pass its `cache` with `start` positions already filled and their ids as
+    `earlier_ids` [B, start] (for the repetition penalty), and `features` for the batch's crops if encoded.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     device = batch["input_ids"].device
     n_rows, prompt_len = batch["input_ids"].shape
-    if prompt_len + max_new_tokens > cfg.text.max_sequence_length:
-        raise ValueError(f"the prompt ({prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
-                         f"maximum sequence length of {cfg.text.max_sequence_length}; lower max_new_tokens or "
-                         "shorten the prompt")
+    if start + prompt_len + max_new_tokens > cfg.text.max_sequence_length:
+        raise ValueError(f"the prompt ({start + prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) exceeds "
+                         f"the model's maximum sequence length of {cfg.text.max_sequence_length}; lower "
+                         "max_new_tokens or shorten the prompt (in a conversation: start a new one)")
     stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
 
     t_start = device_time(device)
-    cache = KVCache.empty(cfg.text, n_rows, prompt_len + min(max_new_tokens, INITIAL_ANSWER_ROOM), dtype, device)
+    room = start + prompt_len + min(max_new_tokens, INITIAL_ANSWER_ROOM)
+    if cache is None:
+        cache = KVCache.empty(cfg.text, n_rows, room, dtype, device)
+    cache.reserve(room)
     finished = torch.zeros(n_rows, dtype=torch.bool, device=device)
     new_ids, step_logits = [], []
-    for step, (token, logits) in enumerate(generate_tokens(weights, cfg, batch, cache, settings, generator)):
+    tokens = generate_tokens(weights, cfg, batch, cache, settings, generator, start, features, earlier_ids)
+    for step, (token, logits) in enumerate(tokens):
         if step == 0:
             t_first = device_time(device)
         if return_logits:
@@ -167,6 +179,14 @@ class VLM:
         return self.generate_batch([text], [images], max_new_tokens=max_new_tokens, temperature=temperature,
                                    top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
                                    stop_ids=stop_ids, on_text=on_text, return_logits=return_logits)[0]
+
+    def conversation(self, **settings) -> "Conversation":
+        """A multi-turn conversation that keeps its KV cache: `conv.ask(text, images=[...])` answers each question,
+        prefilling only its new tokens and encoding each image once. `settings`: any of `generate`'s
+        (max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop_ids, return_logits)."""
+        from .conversation import Conversation  # it imports this module
+
+        return Conversation(self, **settings)
 
     def chat(self, messages: list[dict], images: Sequence = (), **generate_kwargs) -> GenerationResult:
         """Apply the chat template to `messages` (one <|image|> per image), then generate."""
