@@ -35,7 +35,8 @@ from .formats.chat import load_chat_template, render_chat
 from .formats.config_json import generation_stop_ids, load_config
 from .formats.processor import preprocess
 from .formats.tokenizer import Tokenizer
-from .formats.weights import load_weights
+from .formats.weights import load_weights, stored_dtype
+from .hub import resolve_checkpoint
 
 if TYPE_CHECKING:
     from .conversation import Conversation
@@ -227,13 +228,54 @@ class VLM:
         return results
 
 
-def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-         check_weights: bool = False) -> VLM:
-    """Load an official-format Jina-VLM checkpoint folder (config.json, model.safetensors, tokenizer.json, ...)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder; point minivlm at a checkpoint folder (see weights/README.md)")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def runs_natively(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether `device` computes in `dtype` at full speed: float32 everywhere; bfloat16 on CUDA GPUs that have
+    it and on CPUs with AVX512-BF16 or AMX (elsewhere PyTorch emulates it, slower than float32)."""
+    if dtype == torch.float32:
+        return True
+    if device.type == "cuda":
+        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or amx)
+    return False
+
+
+def choose_dtype(dtype: str | torch.dtype, checkpoint_dir: str | Path,
+                 device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype to load in, and why. "auto": the checkpoint's stored dtype where `device` runs it natively,
+    float32 elsewhere; a name ("bfloat16") or a torch.dtype: that dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype, "asked for"
+    if dtype in DTYPES:
+        return DTYPES[dtype], "asked for"
+    if dtype != "auto":
+        raise ValueError(f"dtype {dtype!r} is not one minivlm runs in; use 'auto', {', '.join(map(repr, DTYPES))} "
+                         "or a torch.dtype")
+    stored = stored_dtype(checkpoint_dir)
+    name = str(stored).removeprefix("torch.")
+    if runs_natively(stored, device):
+        return stored, f"auto: the checkpoint's stored {name}, which this {device.type} runs natively"
+    return torch.float32, (f"auto: the checkpoint is stored in {name}, which this {device.type} does not run "
+                           "natively (no AVX512-BF16 or AMX on a CPU); float32 instead")
+
+
+def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu",
+         check_weights: bool = False, revision: str | None = None) -> VLM:
+    """Load an official-format Jina-VLM checkpoint: a folder (config.json, model.safetensors, tokenizer.json,
+    ...), "minivlm-tiny" (the demo model shipped inside the package) or a Hugging Face id such as
+    "jinaai/jina-vlm" (downloaded once into the Hugging Face cache, at `revision` if given; needs
+    huggingface_hub).
+
+    dtype: "auto" (the default: the stored dtype where the device runs it natively, else float32), "float32",
+    "bfloat16", or a torch.dtype.
+    """
     device = check_device(device)
+    root = resolve_checkpoint(path, revision)
+    dtype, _ = choose_dtype(dtype, root, device)
     cfg = load_config(root)
     tokenizer = Tokenizer(root)
     weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights)

@@ -65,6 +65,21 @@ def shard_map(checkpoint_dir: Path) -> dict[str, Path]:
     raise WeightsError(f"{checkpoint_dir}: neither {SINGLE_FILE} nor {INDEX_FILE} found{hint}")
 
 
+SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
+
+
+def stored_dtype(checkpoint_dir: str | Path) -> torch.dtype:
+    """The dtype the checkpoint's weights are stored in (its LM head's, read from the safetensors header)."""
+    locations = shard_map(Path(checkpoint_dir))
+    key = "lm_head.weight" if "lm_head.weight" in locations else next(iter(locations))
+    with _open(locations[key]) as f:
+        name = f.get_slice(key).get_dtype()
+    if name not in SAFETENSORS_DTYPES:
+        raise WeightsError(f"{locations[key]}: tensor {key} is stored as {name}; minivlm reads "
+                           f"{', '.join(SAFETENSORS_DTYPES)} checkpoints")
+    return SAFETENSORS_DTYPES[name]
+
+
 def _open(path: Path):
     try:
         return safe_open(str(path), framework="pt")
