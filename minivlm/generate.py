@@ -6,7 +6,8 @@
 
 The prompt goes through the checkpoint's chat template unless --raw is given, in which case it is used verbatim,
 like the official processor; a <|image|> written in the prompt marks where an image goes (one per image),
-otherwise the images go first. For a conversation with follow-up questions: python -m minivlm.chat. --json prints one JSON object instead of streaming.
+otherwise the images go first. For a conversation with follow-up questions: python -m minivlm.chat.
+--json prints one JSON object instead of streaming.
 Bad input ends with a one-line message and exit code 2 (--debug shows the traceback).
 """
 

@@ -44,7 +44,9 @@ def resolve_checkpoint(name: str | Path, revision: str | None = None) -> Path:
 
 def download(repo_id: str, revision: str | None = None) -> Path:
     """The snapshot folder of `repo_id` in the Hugging Face cache, downloaded first if it is not there."""
-    how = f"`hf download {repo_id}` on a machine with internet (or `make weights`)"
+    how = f"`hf download {repo_id}{f' --revision {revision}' if revision else ''}` on a machine with internet"
+    if repo_id == REAL_MODEL:
+        how += " (or `make weights` in a minivlm checkout)"
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.constants import HF_HUB_CACHE, HF_HUB_OFFLINE

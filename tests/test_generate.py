@@ -34,7 +34,7 @@ def test_streams_text_with_the_chat_template():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "no/such-model-here", "--prompt", "x"], "make weights"),  # offline, or huggingface_hub absent
+    (["--model", "no/such-model-here", "--prompt", "x"], "hf download no/such-model-here"),  # offline, or no hub
     (["--model", "/nonexistent/folder", "--prompt", "x"], "no such checkpoint folder"),
     (["--model", str(FIXTURE_DIR), "--prompt", "x", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
     (["--model", str(FIXTURE_DIR), "--prompt", "x", "--temperature", "-1"], "temperature must be >= 0"),
