@@ -71,6 +71,13 @@ def test_prompt_from_a_file_and_from_standard_input(tmp_path):
     assert both.returncode == 2 and "not allowed with" in both.stderr
 
 
+def test_a_placeholder_written_in_the_prompt_places_the_image():
+    """Issue #14: `<|image|>` in a chat prompt is that image's place, not one more placeholder."""
+    done = run_demo("--prompt", "<|image|>What color is the circle?")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "green\n"
+
+
 def test_verbose_dtype_threads_and_the_greedy_note():
     done = run_demo("--prompt", "What color is the circle?", "--verbose", "--top-k", "5", "--seed", "3")
     assert done.returncode == 0, done.stderr
