@@ -1,6 +1,6 @@
 """`minivlm.load` and the `VLM` it returns: the official files in, answers out.
 
-`minivlm.load(path)` reads the official Jina-VLM files (config, safetensors, tokenizer, chat template) with
+`minivlm.load(path_or_id)` reads the official Jina-VLM files (config, safetensors, tokenizer, chat template) with
 `minivlm.formats` and returns a `VLM`, which runs the model in `minivlm.core`. Its methods are the public API:
 
     batch = vlm.preprocess(text, images)     # the official processor's outputs (no batch dimension)
@@ -8,6 +8,7 @@
     logits = vlm.logits(batch)               # float32 [L, vocab]
     out = vlm.generate(text, images)         # .token_ids, .text (text passed as-is, like the processor)
     out = vlm.chat(messages, images)         # the chat template first
+    conv = vlm.conversation()                # multi-turn, keeping the KV cache (conversation.py)
 
 Generation is one prefill over the whole prompt (the only place images enter), then one token per step
 against the KV cache (`core.generation.generate_tokens`); this file adds what a user sees around that loop:
