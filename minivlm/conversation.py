@@ -29,7 +29,6 @@ from torch import Tensor
 
 from .core.batch import Batch
 from .core.decoder import KVCache
-from .core.generation import encode_images
 from .core.sampler import SamplingSettings, TextStream
 from .core.tokens import IMAGE_PLACEHOLDER
 from .formats.image_io import to_rgb_array

@@ -148,17 +148,17 @@ def default_threads(n_parameters: int) -> int | None:
 def load_model(args: argparse.Namespace):
     """The model the shared options describe: resolved, loaded in the chosen dtype, threads set."""
     from .core.config import with_max_crops
-    from .vlm import check_device, choose_dtype, load
+    from .vlm import choose_dtype, load
 
     folder = resolve_model(args.model, args.revision)
-    dtype, why = choose_dtype(args.dtype, folder, check_device(args.device))
-    vlm = load(folder, dtype=dtype, device=args.device, check_weights=args.check_weights)
+    vlm = load(folder, dtype=args.dtype, device=args.device, check_weights=args.check_weights)
     if args.max_crops is not None:
         vlm.cfg = with_max_crops(vlm.cfg, args.max_crops)
     threads = args.threads or default_threads(sum(t.numel() for t in vlm.weights.values()))
     if threads is not None:
         torch.set_num_threads(threads)
     if args.verbose:
+        dtype, why = choose_dtype(args.dtype, folder, vlm.device)
         print(f"model: {folder}\ndtype: {str(dtype).removeprefix('torch.')} ({why})\n"
               f"threads: {torch.get_num_threads()}", file=sys.stderr)
     return vlm

@@ -276,8 +276,8 @@ def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torc
     """
     device = check_device(device)
     root = resolve_checkpoint(path, revision)
+    cfg = load_config(root)  # first: a folder that is not a checkpoint is said so by the config check
     dtype, _ = choose_dtype(dtype, root, device)
-    cfg = load_config(root)
     tokenizer = Tokenizer(root)
     weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights)
     accel.install_for(device, dtype)

@@ -46,7 +46,7 @@ def test_generate_runs_a_hub_id_from_the_cache(hf_home, tmp_path):
 
 
 def test_load_and_the_offline_messages(hf_home, tmp_path):
-    script = f"""
+    script = """
 import minivlm
 from minivlm.hub import resolve_checkpoint
 print(resolve_checkpoint("jinaai/jina-vlm"))
@@ -66,7 +66,8 @@ for name, revision in [("jinaai/jina-vlm", "v9"), ("nobody/minivlm-tiny", None),
         "HF_HUB_OFFLINE is set; get it with `hf download jinaai/jina-vlm --revision v9`" in lines[2] and \
         "make weights" in lines[2]
     # Never the shipped demo model, nor a folder named after another owner's model.
-    assert lines[3].startswith("nobody/minivlm-tiny is not in the Hugging Face cache") and "make weights" not in lines[3]
+    assert lines[3].startswith("nobody/minivlm-tiny is not in the Hugging Face cache")
+    assert "make weights" not in lines[3]
     assert lines[4].startswith("jinaai/other is not in the Hugging Face cache")
 
 
