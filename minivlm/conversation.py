@@ -32,6 +32,7 @@ from .core.decoder import KVCache
 from .core.sampler import SamplingSettings, TextStream
 from .core.tokens import IMAGE_PLACEHOLDER
 from .formats.image_io import to_rgb_array
+from .formats.processor import preprocess
 from .vlm import GenerationResult, device_time, generate_ids
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Conversation:
         self.messages: list[dict] = []
         self.images: list = []
         self._features: Tensor | None = None  # connector output of every crop so far [crops, tokens, width]
+        self._tiles: dict = {}  # each image's tiles by its index, so later turns do not tile it again
         self._cache: KVCache | None = None
         self._cached_ids: list[int] = []  # the ids whose keys and values are in the cache, from position 0
 
@@ -79,7 +81,7 @@ class Conversation:
         Returns the answer as `vlm.chat` does; `timings` adds `vision_s` (new images only) and `prefill_tokens`
         (how many prompt tokens were run: the rest came from the cache).
         """
-        images = [to_rgb_array(image) for image in images]  # decoded once: later turns tile them again, cheaply
+        images = [to_rgb_array(image) for image in images]  # decoded (and below tiled) once
         placed = text.count(IMAGE_PLACEHOLDER)
         if placed and placed != len(images):
             raise ValueError(f"the question has {placed} {IMAGE_PLACEHOLDER} placeholder(s) but {len(images)} "
@@ -91,7 +93,10 @@ class Conversation:
         options = {**self.settings, **settings}
         sampling = self._sampling(options)
         vlm = self.vlm
-        sample = vlm.preprocess(vlm.render_chat(messages, len(all_images)), all_images)
+        # Tiles of images from a turn that did not happen (refused, interrupted before answering) are dropped.
+        self._tiles = {k: tiles for k, tiles in self._tiles.items() if k < len(self.images)}
+        prompt = vlm.render_chat(messages, len(all_images))
+        sample = preprocess(prompt, all_images, vlm.tokenizer, vlm.cfg, tile_cache=self._tiles)
         ids = sample["input_ids"].tolist()
         reuse = min(common_prefix(self._cached_ids, ids), len(ids) - 1)  # the decoder needs at least one new id
 

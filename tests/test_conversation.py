@@ -87,3 +87,11 @@ def test_bad_use_is_refused(vlm):
     with pytest.raises(ValueError, match="2 <\\|image\\|> placeholder"):
         conv.ask("<|image|> and <|image|>", images=[IMAGES / "rgb_378x378.png"])
     assert conv.messages == []
+    with pytest.raises(ValueError, match="exceeds the model's maximum sequence length"):
+        conv.ask("Describe this.", images=[IMAGES / "rgb_378x378.png"], max_new_tokens=10**6)
+    assert conv.messages == [] and conv.images == []
+    # A refused turn leaves nothing behind: not its image's tiles either.
+    other = conv.ask("Describe this.", images=[IMAGES / "rgba_500x300.png"], return_logits=True)
+    alone = vlm.chat([{"role": "user", "content": "Describe this."}], [IMAGES / "rgba_500x300.png"], max_new_tokens=2,
+                     return_logits=True)
+    assert other.token_ids == alone.token_ids and other.prompt_tokens == alone.prompt_tokens
