@@ -82,13 +82,7 @@ class Conversation:
         (how many prompt tokens were run: the rest came from the cache).
         """
         images = [to_rgb_array(image) for image in images]  # decoded (and below tiled) once
-        placed = text.count(IMAGE_PLACEHOLDER)
-        if placed and placed != len(images):
-            raise ValueError(f"the question has {placed} {IMAGE_PLACEHOLDER} placeholder(s) but {len(images)} "
-                             "image(s) were given with it; use one per image, or none (images then go first)")
-        content = text if placed or not images else [{"type": "image"}] * len(images) + [{"type": "text",
-                                                                                            "text": text}]
-        messages = self.messages + [{"role": "user", "content": content}]
+        messages = self.messages + [{"role": "user", "content": user_content(text, len(images))}]
         all_images = self.images + images
         options = {**self.settings, **settings}
         sampling = self._sampling(options)
@@ -127,16 +121,21 @@ class Conversation:
             if on_text is not None:
                 on_text(stream.flush())
             if answer:
-                # The last token chosen is not in the cache yet (generate_tokens): it is part of the next prefill.
-                self._cached_ids = ids + answer[:-1]
-                self.messages = messages + [{"role": "assistant",
-                                             "content": vlm.tokenizer.decode(answer, skip_special_tokens=True)}]
-                self.images, self._features = all_images, features
+                self._commit(messages, all_images, features, ids, answer)
         timings = {**out.timings, "ttft_s": out.timings["ttft_s"] + vision_s, "vision_s": vision_s,
                    "prefill_tokens": float(len(ids) - reuse)}
         return GenerationResult(token_ids=answer, text=self.messages[-1]["content"], prompt_tokens=len(ids),
                                 timings=timings, step_logits=out.step_logits[0] if out.step_logits is not None
                                 else None)
+
+    def _commit(self, messages: list[dict], images: list, features: Tensor | None, ids: list[int],
+                answer: list[int]) -> None:
+        """The turn happened: remember its question, its (maybe partial) answer, its images and the cached ids."""
+        # The last token chosen is not in the cache yet (generate_tokens): it is part of the next prefill.
+        self._cached_ids = ids + answer[:-1]
+        text = self.vlm.tokenizer.decode(answer, skip_special_tokens=True)
+        self.messages = messages + [{"role": "assistant", "content": text}]
+        self.images, self._features = images, features
 
     def _sampling(self, options: dict) -> SamplingSettings:
         return SamplingSettings(options.get("temperature", 0.0), options.get("top_k", 0), options.get("top_p", 1.0),
@@ -151,6 +150,18 @@ class Conversation:
             return self._features
         new = self.vlm.encode_images({"images": new_crops, "image_masks": sample["image_masks"][known:]})
         return new if self._features is None else torch.cat([self._features, new])
+
+
+def user_content(text: str, n_images: int) -> str | list[dict]:
+    """A question's message content: the text as is when it places its images with <|image|> (or has none),
+    else image parts first, then the text."""
+    placed = text.count(IMAGE_PLACEHOLDER)
+    if placed and placed != n_images:
+        raise ValueError(f"the question has {placed} {IMAGE_PLACEHOLDER} placeholder(s) but {n_images} image(s) "
+                         "were given with it; use one per image, or none (images then go first)")
+    if placed or not n_images:
+        return text
+    return [{"type": "image"}] * n_images + [{"type": "text", "text": text}]
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
