@@ -6,13 +6,13 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.minivlm-installed
 
-.PHONY: demo train-tiny eval-tiny test notebooks weights clean
+.PHONY: demo chat train-tiny eval-tiny test notebooks lab weights clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(if $(TORCH),$(PY) -m pip install -q "$(TORCH)")
-	$(PY) -m pip install -q -e ".[test,notebooks]"
+	$(PY) -m pip install -q -e ".[test,notebooks,hub]"
 	touch $(STAMP)
 
 # The embedded model (minivlm/tiny/minivlm-tiny, 5 MB, trained by `make train-tiny`): runs offline in seconds.
@@ -34,6 +34,10 @@ train-tiny: $(STAMP)
 eval-tiny: $(STAMP)
 	$(PY) -m minivlm.tiny.eval --model $(TINY) -n 400 --seed 12345
 
+# A conversation on the terminal with the demo model: /image PATH, then questions; /exit quits.
+chat: $(STAMP)
+	$(PY) -m minivlm.chat
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -41,10 +45,14 @@ test: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) notebooks/run_notebooks.py --save
 
-# The real model: about 5 GB (bfloat16) from the Hugging Face Hub into weights/jina-vlm.
+# Open the notebooks in JupyterLab (Shift+Enter runs one cell; Run > Run All Cells runs them all).
+lab: $(STAMP)
+	$(PY) -m jupyterlab notebooks
+
+# The real model: about 5 GB (bfloat16) from the Hugging Face Hub into the Hugging Face cache (HF_HOME), every
+# file the project uses (the remote code too, for `bench --official` and notebook 05), linked as weights/jina-vlm.
 weights: $(STAMP)
-	$(PY) -m pip install -q "huggingface_hub>=0.23"
-	$(PY) -c "from huggingface_hub import snapshot_download as d; d('jinaai/jina-vlm', local_dir='weights/jina-vlm', allow_patterns=['*.json', '*.safetensors', '*.jinja', '*.txt'])"
+	$(PY) -m minivlm.hub jinaai/jina-vlm --link weights/jina-vlm
 
 clean:
 	rm -rf $(VENV) .pytest_cache

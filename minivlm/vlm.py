@@ -1,6 +1,6 @@
 """`minivlm.load` and the `VLM` it returns: the official files in, answers out.
 
-`minivlm.load(path)` reads the official Jina-VLM files (config, safetensors, tokenizer, chat template) with
+`minivlm.load(path_or_id)` reads the official Jina-VLM files (config, safetensors, tokenizer, chat template) with
 `minivlm.formats` and returns a `VLM`, which runs the model in `minivlm.core`. Its methods are the public API:
 
     batch = vlm.preprocess(text, images)     # the official processor's outputs (no batch dimension)
@@ -8,6 +8,7 @@
     logits = vlm.logits(batch)               # float32 [L, vocab]
     out = vlm.generate(text, images)         # .token_ids, .text (text passed as-is, like the processor)
     out = vlm.chat(messages, images)         # the chat template first
+    conv = vlm.conversation()                # multi-turn, keeping the KV cache (conversation.py)
 
 Generation is one prefill over the whole prompt (the only place images enter), then one token per step
 against the KV cache (`core.generation.generate_tokens`); this file adds what a user sees around that loop:
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,7 +39,11 @@ from .formats.chat import find_chat_template, render_chat
 from .formats.config_json import generation_stop_ids, load_config
 from .formats.processor import preprocess
 from .formats.tokenizer import Tokenizer
-from .formats.weights import load_weights
+from .formats.weights import load_weights, stored_dtype
+from .hub import resolve_checkpoint
+
+if TYPE_CHECKING:
+    from .conversation import Conversation
 
 # The KV cache starts with room for the prompt and this many new tokens, and grows (doubling) if the answer is
 # longer: a generous max_new_tokens costs nothing until it is used.
@@ -129,28 +135,35 @@ def check_generation_args(max_new_tokens: int, seed: int | None, stop_ids: Seque
 @torch.inference_mode()
 def generate_ids(weights: dict[str, Tensor], cfg: ModelConfig, batch: Batch, *, max_new_tokens: int,
                  settings: SamplingSettings, stop_ids: Sequence[int], dtype: torch.dtype, seed: int | None = None,
-                 on_token: Callable[[int], None] | None = None, return_logits: bool = False) -> Generation:
+                 on_token: Callable[[int], None] | None = None, return_logits: bool = False,
+                 cache: KVCache | None = None, start: int = 0, features: Tensor | None = None,
+                 earlier_ids: Tensor | None = None) -> Generation:
     """Answer a collated batch: `generate_tokens` until every row has produced a stop id or max_new_tokens.
 
-    `on_token` receives each new token of row 0 as it is chosen (for streaming).
+    `on_token` receives each new token of row 0 as it is chosen (for streaming). To continue a sequence (a
+    conversation's next turn), pass its `cache` with `start` positions already filled and their ids as
+    `earlier_ids` [B, start] (for the repetition penalty), and `features` for the batch's crops if encoded.
     """
     stop_ids = check_generation_args(max_new_tokens, seed, stop_ids)
     max_new_tokens = int(max_new_tokens)
     device = batch["input_ids"].device
     n_rows, prompt_len = batch["input_ids"].shape
-    if prompt_len + max_new_tokens > cfg.text.max_sequence_length:
-        raise ValueError(f"the prompt ({prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
-                         f"maximum sequence length of {cfg.text.max_sequence_length}; lower max_new_tokens or "
-                         "shorten the prompt")
+    if start + prompt_len + max_new_tokens > cfg.text.max_sequence_length:
+        raise ValueError(f"the prompt ({start + prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) exceeds "
+                         f"the model's maximum sequence length of {cfg.text.max_sequence_length}; lower "
+                         "max_new_tokens or shorten the prompt (in a conversation: start a new one)")
     stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(int(seed)) if seed is not None else None
 
     t_start = device_time(device)
-    # Room for the first answer tokens only: the cache grows (doubling) if the answer gets longer.
-    cache = KVCache.empty(cfg.text, n_rows, prompt_len + min(max_new_tokens, INITIAL_ANSWER_ROOM), dtype, device)
+    room = start + prompt_len + min(max_new_tokens, INITIAL_ANSWER_ROOM)
+    if cache is None:
+        cache = KVCache.empty(cfg.text, n_rows, room, dtype, device)
+    cache.reserve(room)
     finished = torch.zeros(n_rows, dtype=torch.bool, device=device)
     new_ids, step_logits = [], []
-    for step, (token, logits) in enumerate(generate_tokens(weights, cfg, batch, cache, settings, generator)):
+    tokens = generate_tokens(weights, cfg, batch, cache, settings, generator, start, features, earlier_ids)
+    for step, (token, logits) in enumerate(tokens):
         if step == 0:
             t_first = device_time(device)
         if return_logits:
@@ -231,6 +244,14 @@ class VLM:
                                    top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
                                    stop_ids=stop_ids, on_text=on_text, return_logits=return_logits)[0]
 
+    def conversation(self, **settings) -> "Conversation":
+        """A multi-turn conversation that keeps its KV cache: `conv.ask(text, images=[...])` answers each question,
+        prefilling only its new tokens and encoding each image once. `settings`: any of `generate`'s
+        (max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop_ids, return_logits)."""
+        from .conversation import Conversation  # it imports this module
+
+        return Conversation(self, **settings)
+
     def chat(self, messages: list[dict], images: Sequence = (), **generate_kwargs) -> GenerationResult:
         """Apply the chat template to `messages` (one <|image|> per image), then generate."""
         images = image_list(images)
@@ -278,14 +299,55 @@ class VLM:
         return results
 
 
-def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-         check_weights: bool = False) -> VLM:
-    """Load an official-format Jina-VLM checkpoint folder (config.json, model.safetensors, tokenizer.json, ...)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder; point minivlm at a checkpoint folder (see weights/README.md)")
-    device, dtype = check_device(device), check_dtype(dtype)
-    cfg = load_config(root)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def runs_natively(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether `device` computes in `dtype` at full speed: float32 everywhere; bfloat16 on CUDA GPUs that have
+    it and on CPUs with AVX512-BF16 or AMX (elsewhere PyTorch emulates it, slower than float32)."""
+    if dtype == torch.float32:
+        return True
+    if device.type == "cuda":
+        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or amx)
+    return False
+
+
+def choose_dtype(dtype: str | torch.dtype, checkpoint_dir: str | Path,
+                 device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype to load in, and why. "auto": the checkpoint's stored dtype where `device` runs it natively,
+    float32 elsewhere; a name ("bfloat16") or a torch.dtype: that dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype, "asked for"
+    if dtype in DTYPES:
+        return DTYPES[dtype], "asked for"
+    if dtype != "auto":
+        raise ValueError(f"dtype {dtype!r} is not one minivlm runs in; use 'auto', {', '.join(map(repr, DTYPES))} "
+                         "or a torch.dtype")
+    stored = stored_dtype(checkpoint_dir)
+    name = str(stored).removeprefix("torch.")
+    if runs_natively(stored, device):
+        return stored, f"auto: the checkpoint's stored {name}, which this {device.type} runs natively"
+    return torch.float32, (f"auto: the checkpoint is stored in {name}, which this {device.type} does not run "
+                           "natively (no AVX512-BF16 or AMX on a CPU); float32 instead")
+
+
+def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu",
+         check_weights: bool = False, revision: str | None = None) -> VLM:
+    """Load an official-format Jina-VLM checkpoint: a folder (config.json, model.safetensors, tokenizer.json,
+    ...), "minivlm-tiny" (the demo model shipped inside the package) or a Hugging Face id such as
+    "jinaai/jina-vlm" (downloaded once into the Hugging Face cache, at `revision` if given; needs
+    huggingface_hub).
+
+    dtype: "auto" (the default: the stored dtype where the device runs it natively, else float32), "float32",
+    "bfloat16", or a torch.dtype.
+    """
+    device = check_device(device)
+    root = resolve_checkpoint(path, revision)
+    cfg = load_config(root)  # first: a folder that is not a checkpoint is said so by the config check
+    dtype = check_dtype(choose_dtype(dtype, root, device)[0])
     tokenizer = Tokenizer(root)
     weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights)
     accel.install_for(device, dtype)

@@ -34,7 +34,7 @@ def test_streams_text_with_the_chat_template():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "no/such-model-here", "--prompt", "x"], "make weights"),  # offline, or huggingface_hub absent
+    (["--model", "no/such-model-here", "--prompt", "x"], "hf download no/such-model-here"),  # offline, or no hub
     (["--model", "/nonexistent/folder", "--prompt", "x"], "no such checkpoint folder"),
     (["--model", str(FIXTURE_DIR), "--prompt", "x", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
     (["--model", str(FIXTURE_DIR), "--prompt", "x", "--temperature", "-1"], "temperature must be >= 0"),
@@ -45,3 +45,46 @@ def test_bad_input_exits_2_with_one_line(args, message):
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [done.stderr.splitlines()[-1]]
+
+
+EXAMPLE = "minivlm/tiny/minivlm-tiny/example.png"
+
+
+def run_demo(*args: str, stdin: str | None = None, cwd=None) -> subprocess.CompletedProcess:
+    from minivlm.tiny import DEMO_DIR
+
+    return subprocess.run([sys.executable, "-m", "minivlm.generate", "--image", str(DEMO_DIR / "example.png"), *args],
+                          capture_output=True, text=True, timeout=300, input=stdin, cwd=cwd)
+
+
+def test_prompt_from_a_file_and_from_standard_input(tmp_path):
+    question = tmp_path / "question.txt"
+    question.write_text("What color is the circle?\n", encoding="utf-8")
+    from_file = run_demo("--prompt-file", str(question), cwd=tmp_path)  # the demo model, from another folder
+    assert from_file.returncode == 0, from_file.stderr
+    assert from_file.stdout == "green\n"
+    from_stdin = run_demo("--prompt", "-", stdin="What color is the circle?\n", cwd=tmp_path)
+    assert from_stdin.returncode == 0 and from_stdin.stdout == "green\n"
+    missing = run_demo("--prompt-file", str(tmp_path / "nope.txt"))
+    assert missing.returncode == 2 and "--prompt-file" in missing.stderr
+    both = run_demo("--prompt", "x", "--prompt-file", str(question))
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_a_placeholder_written_in_the_prompt_places_the_image():
+    """Issue #14: `<|image|>` in a chat prompt is that image's place, not one more placeholder."""
+    done = run_demo("--prompt", "<|image|>What color is the circle?")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "green\n"
+
+
+def test_verbose_dtype_threads_and_the_greedy_note():
+    done = run_demo("--prompt", "What color is the circle?", "--verbose", "--top-k", "5", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "green\n"
+    assert "dtype: float32 (auto: the checkpoint's stored float32" in done.stderr  # the demo is stored in float32
+    assert "threads: 1" in done.stderr  # a small model: one thread (default_threads)
+    assert "note: --top-k and --seed are ignored at temperature 0" in done.stderr
+    done = run_demo("--prompt", "What color is the circle?", "--verbose", "--threads", "2", "--dtype", "float32")
+    assert "threads: 2" in done.stderr and "dtype: float32 (asked for)" in done.stderr
+    assert "note:" not in done.stderr

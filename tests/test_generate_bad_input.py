@@ -151,7 +151,7 @@ def test_cli_notes_print_as_one_line(tmp_path):
 ARG_CASES = [
     (["--prompt", "hi", "--max-new-tokens", "many"], "argument --max-new-tokens: invalid int value: 'many'"),
     (["--prompt", "hi", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
-    (["--max-new-tokens", "3"], "the following arguments are required: --prompt"),
+    (["--max-new-tokens", "3"], "one of the arguments --prompt --prompt-file is required"),
     (["--prompt", "hi", "--no-such-option"], "unrecognized arguments: --no-such-option"),
     (["--prompt", "hi", "--device", "gpu"], "device 'gpu' is not a PyTorch device"),
     (["--prompt", "hi", "--device", "meta"], "device 'meta': minivlm runs on cpu, cuda, mps"),

@@ -52,16 +52,20 @@ def prefill(w: dict[str, Tensor], cfg: ModelConfig, batch: Batch, cache: KVCache
 
 def generate_tokens(w: dict[str, Tensor], cfg: ModelConfig, batch: Batch, cache: KVCache,
                     settings: SamplingSettings, generator: torch.Generator | None = None,
-                    start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+                    start: int = 0, features: Tensor | None = None,
+                    earlier_ids: Tensor | None = None) -> Iterator[tuple[Tensor, Tensor]]:
     """Prefill `batch` at cache position `start`, then yield (next token ids [B], their logits [B, vocab]) step
     after step, without end: the caller stops when it has what it wants (a stop id, enough tokens).
 
     The last token yielded is not yet in the cache: a caller that continues the sequence later (a conversation)
-    starts its next prefill with it.
+    starts its next prefill with it. `features`: the batch's crops already encoded (see `prefill`);
+    `earlier_ids` [B, start]: the ids already in the cache, which the repetition penalty counts too.
     """
-    hidden, positions = prefill(w, cfg, batch, cache, start)
+    hidden, positions = prefill(w, cfg, batch, cache, start, features)
     # The repetition penalty looks at the prompt too; left-padding slots repeat a real token so they change nothing.
     seen = torch.where(batch["attention_mask"], batch["input_ids"], batch["input_ids"][:, -1:])  # [B, L]
+    if earlier_ids is not None:
+        seen = torch.cat([earlier_ids.to(seen.device), seen], dim=1)
     position = positions[:, -1:] + 1  # [B, 1]: the next token's RoPE position
     end = start + batch["input_ids"].shape[1]  # the next token's cache position
     while True:

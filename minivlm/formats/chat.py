@@ -8,6 +8,16 @@ do the same. A checkpoint without a template gets plain ChatML, Qwen's format:
     <|im_start|>user\n<|image|>What is this?<|im_end|>\n<|im_start|>assistant\n
 
 with one <|image|> per image at the start of the user's text.
+
+Where the images go, as in Hugging Face messages: `content` is a string, or a list of parts
+`{"type": "image"}` / `{"type": "text", "text": ...}`, each image part standing for the next image. A `<|image|>`
+the user writes in the text also marks where an image goes (the template then adds none for it). Images that no
+part or placeholder places go first in the first user message:
+
+    [{"role": "user", "content": "What color is the circle?"}] + 1 image
+        -> <|im_start|>user\n<|image|>What color is the circle?<|im_end|>...
+    [{"role": "user", "content": "Compare <|image|> with <|image|>."}] + 2 images      (the user's placeholders)
+    [{"role": "user", "content": [{"type": "text", "text": "Compare"}, {"type": "image"}, {"type": "image"}]}]
 """
 
 from __future__ import annotations
@@ -110,13 +120,28 @@ def check_messages(messages: list[dict]) -> None:
                 check_text(part.get("text"), f"message {k + 1}'s text part")
 
 
+def count_images(messages: list[dict]) -> int:
+    """How many images the messages already place: image parts, and <|image|> written in the text."""
+    count = 0
+    for m in messages:
+        content = m.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for part in parts:
+            if part.get("type") == "image":
+                count += 1
+            elif part.get("type") == "text" and isinstance(part.get("text"), str):
+                count += part["text"].count(IMAGE_PLACEHOLDER)
+    return count
+
+
 def with_images(messages: list[dict], n_images: int) -> list[dict]:
-    """Make sure the conversation has one image part per image: missing ones go before the first user text."""
-    present = sum(1 for m in messages if not isinstance(m.get("content"), str)
-                  for part in m["content"] if part.get("type") == "image")
+    """Make sure the conversation places each image once: images that neither an image part nor a <|image|>
+    written in the text places go before the first user message's text."""
+    present = count_images(messages)
     missing = n_images - present
     if missing < 0:
-        raise ValueError(f"the messages contain {present} image parts but only {n_images} images were given")
+        raise ValueError(f"the messages place {present} images (image parts and {IMAGE_PLACEHOLDER} in the text) "
+                         f"but only {n_images} images were given")
     if missing == 0:
         return messages
     out = [dict(m) for m in messages]

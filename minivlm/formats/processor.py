@@ -16,7 +16,7 @@ import torch
 
 from ..core.batch import Sample
 from ..core.config import ModelConfig
-from ..core.tiler import tile_image
+from ..core.tiler import TiledImage, tile_image
 from ..core.tokens import IMAGE_PLACEHOLDER, LAYOUT_TOKENS
 from .image_io import ImageError, to_rgb_array
 from .tokenizer import Tokenizer, TokenizerError
@@ -73,11 +73,13 @@ def check_prompt_length(text: str, tokenizer: Tokenizer, cfg: ModelConfig) -> No
                           "shorten it")
 
 
-def preprocess(text: str, images: Sequence, tokenizer: Tokenizer, cfg: ModelConfig) -> Sample:
+def preprocess(text: str, images: Sequence, tokenizer: Tokenizer, cfg: ModelConfig,
+               tile_cache: dict[int, TiledImage] | None = None) -> Sample:
     """One sample: input_ids [L]; images [crops, 729, 588]; image_masks [crops, 729]; image_input_idx [crops, 196].
 
     Images may be paths, PIL images or uint8 [H, W, 3] arrays. Dropped (margin) cells get -1 in image_input_idx;
-    the official code writes a large negative sentinel.
+    the official code writes a large negative sentinel. `tile_cache`: the tiled images by their index in
+    `images`, used and filled (a conversation assembles the same images again every turn; same cfg assumed).
     """
     check_prompt(text, len(images))
     check_prompt_length(text, tokenizer, cfg)
@@ -100,10 +102,14 @@ def preprocess(text: str, images: Sequence, tokenizer: Tokenizer, cfg: ModelConf
     length, image_tokens = len(tokens[0]), 0
     patches, masks, positions = [], [], []
     for k, (image, run) in enumerate(zip(images, runs[1:])):
-        try:
-            tiled = tile_image(to_rgb_array(image), cfg, tokenizer.image_ids)
-        except ImageError as e:
-            raise ImageError(f"image {k + 1} of {len(images)}: {e}") from None
+        tiled = tile_cache.get(k) if tile_cache is not None else None
+        if tiled is None:
+            try:
+                tiled = tile_image(to_rgb_array(image), cfg, tokenizer.image_ids)
+            except ImageError as e:
+                raise ImageError(f"image {k + 1} of {len(images)}: {e}") from None
+            if tile_cache is not None:
+                tile_cache[k] = tiled
         patches.append(tiled.patches)
         masks.append(tiled.image_masks)
         # Positions inside the image block -> positions in the whole sequence (the BOS is already counted).

@@ -24,7 +24,7 @@ INDEX_FILE = "model.safetensors.index.json"
 MAX_LISTED = 20  # problems listed by name; a wholly different checkpoint would otherwise list hundreds
 # The floating-point types safetensors stores that minivlm reads. An integer or bool tensor (a quantized or damaged
 # file) would be cast to float silently and answer nonsense; 8-bit floats need scales minivlm does not apply.
-FLOAT_DTYPES = ("F32", "BF16", "F16", "F64")
+SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
 
 
 class WeightsError(ValueError):
@@ -97,6 +97,18 @@ def _check_file(path: Path) -> None:
         raise WeightsError(f"{path}: {problem}; a weights file should be a regular .safetensors file")
 
 
+def stored_dtype(checkpoint_dir: str | Path) -> torch.dtype:
+    """The dtype the checkpoint's weights are stored in (its LM head's, read from the safetensors header)."""
+    locations = shard_map(Path(checkpoint_dir))
+    key = "lm_head.weight" if "lm_head.weight" in locations else next(iter(locations))
+    with _open(locations[key]) as f:
+        name = f.get_slice(key).get_dtype()
+    if name not in SAFETENSORS_DTYPES:
+        raise WeightsError(f"{locations[key]}: tensor {key} is stored as {name}; minivlm reads "
+                           f"{', '.join(SAFETENSORS_DTYPES)} checkpoints")
+    return SAFETENSORS_DTYPES[name]
+
+
 def _open(path: Path):
     _check_file(path)
     try:
@@ -109,11 +121,11 @@ def _open(path: Path):
 
 def check_dtypes(dtypes: dict[str, str], where: str) -> None:
     """Refuse tensors stored as integers or bools (a quantized or damaged checkpoint), naming them."""
-    bad = [f"{key} ({dtype})" for key, dtype in dtypes.items() if dtype not in FLOAT_DTYPES]
+    bad = [f"{key} ({dtype})" for key, dtype in dtypes.items() if dtype not in SAFETENSORS_DTYPES]
     if bad:
         listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise WeightsError(f"{where}: tensors stored as a type that is not a float: {listed}; minivlm reads "
-                           f"{', '.join(FLOAT_DTYPES)} weights (a quantized or damaged checkpoint?)")
+                           f"{', '.join(SAFETENSORS_DTYPES)} weights (a quantized or damaged checkpoint?)")
 
 
 def check_shapes(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], where: str) -> None:

@@ -7,6 +7,7 @@ rate, and measures the machine's memory read bandwidth in the same run. Decoding
 decoder weight once, so `bandwidth / bytes per token` is the decode roofline; `roofline_pct` is how much of it
 we reach. `--random-init` builds the full-size official architecture (minivlm/configs/jina-vlm, 2.48 B
 parameters) with random weights, so speed can be measured without the 5 GB download.
+`--follow-up` also times a follow-up question in the same conversation (the first turn in the KV cache).
 `--official DIR` times the official implementation too, on the same prompt in the same run (bench_official.py).
 Random weights and the synthetic prompt come from random_init.py (shared with bench_official.py).
 The last line printed is one JSON object.
@@ -30,6 +31,7 @@ from PIL import Image
 from ..accel import cpu_decode, install_for
 from ..core.batch import collate, to_device
 from ..core.config import ModelConfig
+from ..core.decoder import KVCache
 from ..core.generation import encode_images
 from ..core.sampler import SamplingSettings
 from ..formats.config_json import load_config
@@ -77,9 +79,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], default="cpu")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeat", type=int, default=1, help="timed runs; medians are reported")
+    p.add_argument("--follow-up", action="store_true",
+                   help="also time a follow-up question in the same conversation (its prompt tokens only, the first "
+                        "turn in the KV cache): its time to first token, next to the first question's")
     p.add_argument("--official", metavar="DIR", help="also time the official code on the same prompt (CPU): a "
                                                      "download with its remote code; needs transformers 4.53-4.57")
     return p.parse_args(argv)
+
+
+FOLLOW_UP_TOKENS = 16  # a short question in the chat template: "<|im_end|>\n<|im_start|>user\n... assistant\n"
+
+
+def time_follow_up(weights: dict, cfg: ModelConfig, batch, dtype: torch.dtype, new_tokens: int) -> dict:
+    """A first question then a follow-up in one KV cache, as `vlm.conversation()` runs them: the follow-up (the
+    prompt's last FOLLOW_UP_TOKENS text ids, standing in for a short question) is prefilled after the first
+    answer, without the image. Returns both times to first token."""
+    device = batch["input_ids"].device
+    cache = KVCache.empty(cfg.text, 1, batch["input_ids"].shape[1] + new_tokens, dtype, device)
+    first = generate_ids(weights, cfg, batch, max_new_tokens=new_tokens, settings=SamplingSettings(), stop_ids=[],
+                         dtype=dtype, cache=cache)
+    question = batch["input_ids"][:, -FOLLOW_UP_TOKENS:]
+    follow_up = {"input_ids": question, "attention_mask": torch.ones_like(question, dtype=torch.bool),
+                 "images": batch["images"][:0], "image_masks": batch["image_masks"][:0],
+                 "image_input_idx": batch["image_input_idx"][:0], "crop_batch_index": batch["crop_batch_index"][:0]}
+    start = batch["input_ids"].shape[1] + first.token_ids.shape[1] - 1  # the last answer token is not cached yet
+    second = generate_ids(weights, cfg, follow_up, max_new_tokens=1, settings=SamplingSettings(), stop_ids=[],
+                          dtype=dtype, cache=cache, start=start)
+    return {"first_ttft_s": first.timings["ttft_s"], "follow_up_ttft_s": second.timings["ttft_s"],
+            "follow_up_tokens": FOLLOW_UP_TOKENS}
 
 
 def load_image(spec: str) -> Image.Image:
@@ -136,6 +163,7 @@ def main(argv=None) -> dict:
         out = generate_ids(weights, cfg, batch, max_new_tokens=args.new_tokens, settings=SamplingSettings(),
                            stop_ids=[], dtype=dtype)
         runs.append({"vision_s": vision_s, **out.timings})
+    follow_up = time_follow_up(weights, cfg, batch, dtype, args.new_tokens) if args.follow_up else None
     peak_rss = peak_rss_gb()  # before the bandwidth probe allocates its own 1 GB buffer
     peak_gpu = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     bandwidth = read_bandwidth_gbps(device)
@@ -160,12 +188,17 @@ def main(argv=None) -> dict:
     }
     if peak_gpu is not None:
         result["peak_gpu_gb"] = peak_gpu
+    if follow_up is not None:
+        result.update(follow_up)
     rows = [("vision", f"{result['vision_s']:.3f} s"), ("time to first token", f"{result['ttft_s']:.3f} s"),
             ("decode", f"{decode_tok_s:.2f} tokens/s"), ("memory bandwidth (read)", f"{bandwidth:.1f} GB/s"),
             ("decode roofline", f"{result['roofline_tok_s']:.2f} tokens/s ({result['bytes_per_token_gb']:.2f} GB "
                                 f"per token)"),
             ("of roofline", f"{result['roofline_pct']:.0f} %"), ("weights", f"{result['weight_gb']:.2f} GB"),
             ("peak RSS", f"{result['peak_rss_gb']:.2f} GB")]
+    if follow_up is not None:  # the first question's time includes vision: it is the same prompt as above
+        rows.append(("follow-up first token", f"{follow_up['follow_up_ttft_s']:.3f} s ({FOLLOW_UP_TOKENS} new prompt "
+                                              f"tokens; the first question's: {follow_up['first_ttft_s']:.3f} s)"))
     if "peak_gpu_gb" in result:
         rows.append(("peak GPU memory", f"{result['peak_gpu_gb']:.2f} GB"))
     if args.official:

@@ -25,8 +25,26 @@ def test_multi_turn():
 
 
 def test_too_many_image_parts():
-    with pytest.raises(ValueError, match="2 image parts but only 1 images"):
+    with pytest.raises(ValueError, match="place 2 images .* but only 1 images"):
         render_chat(None, [{"role": "user", "content": [{"type": "image"}, {"type": "image"}]}], n_images=1)
+
+
+def test_placeholder_written_by_the_user_marks_where_the_image_goes():
+    """Issue #14: `<|image|>` in a chat message is that image's place; the template adds none for it."""
+    prompt = render_chat(None, [{"role": "user", "content": "Look: <|image|> What color?"}], n_images=1)
+    assert prompt == "<|im_start|>user\nLook: <|image|> What color?<|im_end|>\n<|im_start|>assistant\n"
+    parts = [{"type": "text", "text": "Compare "}, {"type": "image"}, {"type": "text", "text": " with <|image|>"}]
+    assert render_chat(None, [{"role": "user", "content": parts}], n_images=2).count("<|image|>") == 2
+    with pytest.raises(ValueError, match="place 2 images"):
+        render_chat(None, [{"role": "user", "content": "<|image|><|image|>"}], n_images=1)
+
+
+def test_chat_with_a_user_placeholder_runs_and_equals_content_parts(vlm):
+    image = FIXTURE_DIR / "images" / "rgb_378x378.png"
+    written = vlm.chat([{"role": "user", "content": "What is <|image|> this?"}], [image], max_new_tokens=3)
+    parts = [{"type": "text", "text": "What is "}, {"type": "image"}, {"type": "text", "text": " this?"}]
+    as_parts = vlm.chat([{"role": "user", "content": parts}], [image], max_new_tokens=3)
+    assert written.token_ids == as_parts.token_ids and written.prompt_tokens == as_parts.prompt_tokens
 
 
 # A template in the style of Hugging Face chat templates, using the processor's extra variables.

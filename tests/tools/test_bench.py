@@ -31,6 +31,14 @@ def test_bench_random_init_small_config(capsys):
     assert KEYS <= set(result) and isinstance(result["cpu_kernels"], bool)
 
 
+def test_follow_up_reports_both_times_to_first_token(capsys):
+    result = bench.main(["--model", str(FIXTURE_DIR), "--image", "640x480", "--dtype", "float32", "--new-tokens", "3",
+                         "--follow-up"])
+    assert result["follow_up_tokens"] == bench.FOLLOW_UP_TOKENS
+    assert 0 < result["follow_up_ttft_s"] < result["first_ttft_s"]  # 16 tokens against ~850 and 5 crops
+    assert "follow-up first token" in capsys.readouterr().out
+
+
 def test_random_init_covers_every_used_tensor():
     cfg = load_config(FIXTURE_DIR)
     weights = bench.random_weights(cfg, torch.bfloat16, torch.device("cpu"))
