@@ -1,4 +1,5 @@
-"""bench.py smoke test: the command runs end to end on small models and prints its JSON line (not a timing test)."""
+"""bench.py smoke test: the command runs end to end on small models and prints its JSON line (not a timing test),
+whose rooflines are consistent."""
 
 import json
 import sys
@@ -11,8 +12,23 @@ from minivlm.formats.config_json import load_config
 from minivlm.formats.weights import expected_shapes, unused_keys
 from minivlm.tools import bench
 from minivlm.tools.bench_official import official_inputs
+from minivlm.tools.flops import prompt_flops
 
-KEYS = {"vision_s", "ttft_s", "decode_tok_s", "bandwidth_gbps", "roofline_pct", "peak_rss_gb", "weight_gb"}
+KEYS = {"vision_s", "ttft_s", "decode_tok_s", "bandwidth_gbps", "roofline_pct", "peak_rss_gb", "weight_gb",
+        "matmul_tflops", "vision_flop", "ttft_flop", "vision_roofline_s", "ttft_roofline_s", "vision_roofline_pct",
+        "ttft_roofline_pct"}
+
+
+def assert_compute_roofline_consistent(result: dict, config_dir) -> None:
+    """The compute roofline's keys agree with each other and with the FLOP counter, for this prompt."""
+    flop = prompt_flops(load_config(config_dir), result["crops"], result["prompt_tokens"])
+    assert result["ttft_flop"] == flop.ttft.total and result["vision_flop"] == flop.vision.total
+    assert 0 < result["vision_flop"] < result["ttft_flop"]
+    rate = result["matmul_tflops"] * 1e12
+    assert result["ttft_roofline_s"] == pytest.approx(result["ttft_flop"] / rate)
+    assert result["vision_roofline_s"] == pytest.approx(result["vision_flop"] / rate)
+    assert result["ttft_roofline_pct"] == pytest.approx(100 * result["ttft_roofline_s"] / result["ttft_s"])
+    assert result["vision_roofline_pct"] == pytest.approx(100 * result["vision_roofline_s"] / result["vision_s"])
 
 
 def test_bench_on_a_checkpoint(capsys):
@@ -21,6 +37,7 @@ def test_bench_on_a_checkpoint(capsys):
     assert json.loads(last_line) == result
     assert KEYS <= set(result) and all(result[k] > 0 for k in KEYS)
     assert result["prompt_tokens"] > 400 and result["new_tokens"] == 4
+    assert_compute_roofline_consistent(result, FIXTURE_DIR)
 
 
 def test_bench_random_init_small_config(capsys):
@@ -29,6 +46,7 @@ def test_bench_random_init_small_config(capsys):
                          "--repeat", "2"])
     assert result["crops"] == 5 and result["dtype"] == "bfloat16" and result["repeat"] == 2
     assert KEYS <= set(result) and isinstance(result["cpu_kernels"], bool)
+    assert_compute_roofline_consistent(result, FIXTURE_DIR)
 
 
 def test_follow_up_reports_both_times_to_first_token(capsys):

@@ -1,0 +1,118 @@
+"""How many floating-point operations one image prompt costs before its first token: the bench's compute roofline.
+
+Decoding is bound by memory (every weight read once per token); the time to first token is bound by arithmetic:
+the ViT over every crop, the connector, and the decoder over the whole prompt. This file counts that arithmetic
+from the config and the prompt's size alone, so the bench can set it against the machine's measured matrix-multiply
+rate: `ttft_roofline_s = ttft_flop / matmul rate`.
+
+What is counted, as 2 FLOP per multiply-add:
+- matrix products: every `linear` (patch embedding, ViT blocks, the connector's pooling and projector, the decoder
+  blocks, and the LM head for the LAST position only, the one logit row the prefill needs);
+- attention: the two products Q Kᵀ and P V (full over a crop's 729 patches in the ViT, 4 keys per window in the
+  connector, causal in the prefill: query i sees keys 0..i, so L(L+1)/2 pairs, the half a causal kernel computes).
+What is not: softmax, norms, GELU/SiLU, RoPE, residual adds: a few operations per value, bound by memory and far
+below 1 % of the count (they are what a fast implementation must hide, not what the roofline is made of).
+
+Only the ViT blocks that run are counted: up to the deepest block the connector reads (25 of 27 in the release).
+For the release (minivlm/configs/jina-vlm) and the 1176x910 benchmark image (13 crops, 1,774 prompt tokens):
+ViT 7.23 T matrix + 0.80 T attention, connector 0.26 T, prefill 5.00 T + 0.36 T: 13.65 T in all
+(tests/tools/test_flops.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.config import ModelConfig, TextConfig, VisionConfig
+
+
+@dataclass(frozen=True)
+class Flops:
+    """FLOPs of one part of the model, split into matrix products and attention."""
+
+    matmul: int
+    attention: int
+
+    @property
+    def total(self) -> int:
+        return self.matmul + self.attention
+
+    def __add__(self, other: Flops) -> Flops:
+        return Flops(self.matmul + other.matmul, self.attention + other.attention)
+
+
+def linear_flop(rows: int, fan_in: int, fan_out: int) -> int:
+    """`linear` on [rows, fan_in] with a [fan_out, fan_in] weight: one multiply-add per (row, in, out)."""
+    return 2 * rows * fan_in * fan_out
+
+
+def attention_flop(pairs: int, heads: int, head_dim: int) -> int:
+    """Q Kᵀ and P V over `pairs` (query, key) pairs per head: two multiply-adds per pair and channel."""
+    return 2 * 2 * pairs * heads * head_dim
+
+
+def vit_flops(cfg: VisionConfig, crops: int) -> Flops:
+    """Patch embedding + the ViT blocks up to the deepest selected one, over `crops` crops of grid² patches."""
+    patches = crops * cfg.grid**2
+    inner = cfg.n_heads * cfg.head_dim
+    per_block = (linear_flop(patches, cfg.hidden_size, 3 * inner)  # fused qkv
+                 + linear_flop(patches, inner, cfg.hidden_size)  # attention out
+                 + linear_flop(patches, cfg.hidden_size, cfg.mlp_size)  # MLP up
+                 + linear_flop(patches, cfg.mlp_size, cfg.hidden_size))  # MLP down
+    blocks = max(cfg.selected_blocks) + 1
+    embed = linear_flop(patches, 3 * cfg.patch_size**2, cfg.hidden_size)
+    attention = blocks * attention_flop(crops * cfg.grid**4, cfg.n_heads, cfg.head_dim)  # every patch sees its crop
+    return Flops(embed + blocks * per_block, attention)
+
+
+def connector_flops(cfg: VisionConfig, crops: int) -> Flops:
+    """Attention pooling (one query per window over its cells) and the SwiGLU projector, every window of every crop
+    (the margin windows the decoder never sees are computed too)."""
+    windows = crops * cfg.pooled_per_crop
+    cells = cfg.pool_h * cfg.pool_w
+    features = cfg.hidden_size * len(cfg.vit_layers)
+    inner = cfg.pool_n_heads * cfg.pool_head_dim
+    matmul = (linear_flop(windows, features, inner)  # query from the window's mean
+              + linear_flop(windows * cells, features, 2 * inner)  # keys and values from its cells
+              + linear_flop(windows, inner, cfg.hidden_size)  # pooling out
+              + linear_flop(windows, cfg.hidden_size, 2 * cfg.projector_size)  # projector up: [value; gate]
+              + linear_flop(windows, cfg.projector_size, cfg.output_size))  # projector down
+    return Flops(matmul, attention_flop(windows * cells, cfg.pool_n_heads, cfg.pool_head_dim))
+
+
+def prefill_flops(cfg: TextConfig, tokens: int) -> Flops:
+    """The decoder over a prompt of `tokens` tokens (causal attention) and the LM head on its last position."""
+    q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    per_layer = (linear_flop(tokens, cfg.hidden_size, q_size + 2 * kv_size)  # fused qkv
+                 + linear_flop(tokens, q_size, cfg.hidden_size)  # attention out
+                 + linear_flop(tokens, cfg.hidden_size, 2 * cfg.mlp_size)  # SwiGLU up: [value; gate]
+                 + linear_flop(tokens, cfg.mlp_size, cfg.hidden_size))  # SwiGLU down
+    lm_head = linear_flop(1, cfg.hidden_size, cfg.embedding_size)
+    causal_pairs = tokens * (tokens + 1) // 2
+    # Grouped-query heads share keys, not arithmetic: every query head does its own products.
+    attention = cfg.n_layers * attention_flop(causal_pairs, cfg.n_heads, cfg.head_dim)
+    return Flops(cfg.n_layers * per_layer + lm_head, attention)
+
+
+@dataclass(frozen=True)
+class PromptFlops:
+    """The arithmetic before the first token of one prompt with `crops` crops and `tokens` tokens."""
+
+    vit: Flops
+    connector: Flops
+    prefill: Flops
+
+    @property
+    def vision(self) -> Flops:
+        """What the bench times as "vision": `encode_images`, the ViT and the connector."""
+        return self.vit + self.connector
+
+    @property
+    def ttft(self) -> Flops:
+        return self.vision + self.prefill
+
+
+def prompt_flops(cfg: ModelConfig, crops: int, tokens: int) -> PromptFlops:
+    """FLOPs of one prompt (batch 1) of `tokens` tokens holding `crops` crops, from the config alone."""
+    return PromptFlops(vit_flops(cfg.vision, crops), connector_flops(cfg.vision, crops),
+                       prefill_flops(cfg.text, tokens))
