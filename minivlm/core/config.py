@@ -1,6 +1,8 @@
 """The model's configuration as three small frozen dataclasses: what changes the forward pass, nothing else.
 
-Where it sits: read by every component (tiler, ViT, pooler, decoder). It is filled from the official files
+Where it sits: read by every component (tiler, ViT, pooler, decoder). Mirrors the official `JinaVLMVisionConfig`,
+`JinaVLMTextConfig` and `JinaVLMConfig` (configuration_jvlm.py) and the settings of `JinaVLMImageProcessor`
+(image_processing_jvlm.py), reduced to what changes the forward pass. It is filled from the official files
 (config.json, preprocessor_config.json) by `minivlm.formats.config_json`, which refuses every value minivlm does
 not implement; here are only the facts, each under one name. The crop geometry (crop size, patch size, pooling
 window) belongs to the vision model: the tiler cuts the crops the ViT was trained on, so it reads them there.

@@ -43,11 +43,18 @@ def merge_lora(state: dict[str, torch.Tensor], scale: float) -> dict[str, torch.
     return out
 
 
+# The files of an official checkpoint besides its weights; anything else in the folder (a README, notes, golden
+# outputs of the starting weights) describes the starting checkpoint, not the trained one, and is not copied.
+CHECKPOINT_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
+                    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                    "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
+
+
 def copy_checkpoint_files(src: Path, dst: Path) -> None:
-    """Everything of the starting checkpoint but its weights: configs, tokenizer, chat template, remote code."""
+    """The starting checkpoint's files but its weights: configs, tokenizer, chat template, remote code (*.py)."""
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
-        if f.is_file() and not f.name.endswith((".safetensors", ".bin", ".pt", ".pth")) and f.name != INDEX_FILE:
+        if f.is_file() and (f.name in CHECKPOINT_FILES or f.suffix == ".py"):
             shutil.copy2(f, dst / f.name)
 
 

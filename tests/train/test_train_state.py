@@ -64,3 +64,16 @@ def test_schedules_restart_per_stage_with_stage_overrides():
                               "stages": [{"steps": 4, "sources": [1]},
                                          {"steps": 2, "sources": [1], "groups": {"vision": {"lr_scale": 0.5, "warmup": 0}}}]})
     assert [learning_rate(recipe, "vision", s) for s in range(6)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.5, 0.25])
+
+
+def test_only_checkpoint_files_are_copied(tmp_path):
+    """The trained folder gets the configs, tokenizer and template of the start, not its README or golden data."""
+    from minivlm.train.state import copy_checkpoint_files
+
+    (tmp_path / "start").mkdir()
+    for name in ("config.json", "tokenizer.json", "chat_template.jinja", "modeling_jvlm.py", "README.md", "cases.json",
+                 "keys.txt", "model.safetensors"):
+        (tmp_path / "start" / name).write_text("x")
+    copy_checkpoint_files(tmp_path / "start", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "chat_template.jinja", "config.json", "modeling_jvlm.py", "tokenizer.json"]
