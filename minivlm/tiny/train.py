@@ -10,8 +10,9 @@ The paper trains a pretrained SigLIP2 encoder and a pretrained Qwen3 in two stag
 stage 0 stands in for the encoder's pretraining:
 
   stage 0, vision pretraining: ViT + connector alone, on images only. A throw-away linear probe reads every
-      pooled cell of the thumbnail (8 x 8 cells) and must name the shape that covers it (colour and kind, or
-      background) and say whether the shape's centre falls in it. Naming the kind of a cell inside a shape
+      pooled cell of the thumbnail (each image's first crop, whatever its number of tiles; 6 x 6 cells at
+      168 px) and must name the shape that covers it (colour and kind, or background) and say whether the
+      shape's centre falls in it. Naming the kind of a cell inside a shape
       needs its edges, so the ViT learns to look around. Measured on this task: trained through the answers
       alone, shape questions were still at chance (36%, chance 33%) after 1,200 steps of 16 images; after
       stage 0, they were at 86% after 1,000 steps of stages 1 and 2.
@@ -116,14 +117,23 @@ def make_example(scene: tiny_task.Scene, messages: list[dict], tokenizer: Tokeni
     return dict(sample, targets=torch.tensor(targets))
 
 
-def cell_targets(scene: tiny_task.Scene, cells: int, samples: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def cell_targets(scene: tiny_task.Scene, cells: int, samples: int = 4,
+                 grid: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 0 labels of the thumbnail's cells x cells pooled grid (it shows the whole image, stretched):
     kind [cells²], the `shape_class` covering most of the samples x samples points of each cell that any shape
-    covers (0: none), and centre [cells²], 1 where a shape's box centre lies."""
+    covers (0: none), and centre [cells²], 1 where a shape's box centre lies.
+
+    `grid` is the crop's patches per side (default 2 · cells). Cell i pools patches 2i and 2i + 1; with an odd
+    grid (27 patches -> 14 cells) the last cell holds one real patch and padding, so it covers only the image's
+    last 1/grid, and its sample points are taken there."""
+    grid = 2 * cells if grid is None else grid
+    if not 2 * cells - 1 <= grid <= 2 * cells:
+        raise ValueError(f"{cells} pooled cells of 2 patches cannot cover a {grid}-patch grid")
     labels = torch.from_numpy(np.array(tiny_task.label_map(scene))).long()  # [H, W]
-    points = cells * samples
-    ys = ((torch.arange(points) + 0.5) / points * scene.height).long()
-    xs = ((torch.arange(points) + 0.5) / points * scene.width).long()
+    start = torch.arange(cells) * 2 / grid  # [cells]: where each cell starts, as a fraction of the side
+    span = (torch.clamp(torch.arange(cells) * 2 + 2, max=grid) - torch.arange(cells) * 2) / grid  # [cells]
+    frac = (start[:, None] + (torch.arange(samples) + 0.5) / samples * span[:, None]).flatten()  # [cells · samples]
+    ys, xs = (frac * scene.height).long(), (frac * scene.width).long()
     seen = labels[ys][:, xs].reshape(cells, samples, cells, samples).transpose(1, 2)  # [cells, cells, s, s]
     votes = F.one_hot(seen.flatten(2), N_CLASSES).sum(2)  # [cells, cells, classes]
     votes[..., 0] = 0
@@ -131,8 +141,23 @@ def cell_targets(scene: tiny_task.Scene, cells: int, samples: int = 4) -> tuple[
     centre = torch.zeros(cells * cells, dtype=torch.long)
     for s in scene.shapes:
         x0, y0, x1, y1 = s.bbox
-        centre[int((y0 + y1) / 2 / scene.height * cells) * cells + int((x0 + x1) / 2 / scene.width * cells)] = 1
+        row = min(int((y0 + y1) / 2 / scene.height * grid) // 2, cells - 1)  # the patch, then its cell
+        col = min(int((x0 + x1) / 2 / scene.width * grid) // 2, cells - 1)
+        centre[row * cells + col] = 1
     return kind, centre
+
+
+def thumbnail_rows(crop_batch_index: torch.Tensor) -> torch.Tensor:
+    """Indices of each sample's thumbnail among a collated batch's crops [crops]: its first crop. `collate`
+    keeps each sample's crops contiguous and in order, and `preprocess` puts an image's thumbnail first,
+    whatever its number of tiles (with max_crops 4: 3, 4 or 5 crops per image). The probe is for one image per
+    sample, which is what every stage-0..2 batch here holds. [B]"""
+    first = torch.ones_like(crop_batch_index, dtype=torch.bool)
+    first[1:] = crop_batch_index[1:] != crop_batch_index[:-1]
+    rows = first.nonzero().flatten()
+    if not torch.equal(crop_batch_index[rows], torch.arange(len(rows))):
+        raise ValueError("crops are not grouped by sample in order 0, 1, ...: not a collated batch")
+    return rows
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -141,16 +166,19 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __init__(self, out: Path, seed: int, recipe: Recipe):
         self.cfg, self.tokenizer, self.seed, self.recipe = load_config(out), Tokenizer(out), seed, recipe
-        self.cells = self.cfg.vision.grid // self.cfg.vision.pool_h  # 16 patches / 2 = 8 cells per side
+        # Pooled cells per side of a crop: 16 patches / 2 = 8 (224 px), 12 / 2 = 6 (168 px), 27 -> 14 (378 px)
+        self.cells = self.cfg.vision.pooled_grid[0]
+        if self.cfg.vision.pooled_grid[0] != self.cfg.vision.pooled_grid[1] or self.cfg.vision.pool_h != 2:
+            raise ValueError("the probe's labels assume square crops pooled in 2 x 2 windows")
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
         rng = random.Random(f"{self.seed}/{step}")
         stage = self.recipe.stage(step)
         scenes = [training_scene(rng) for _ in range(self.recipe.batch_size)]
-        if stage == 0:
-            crops = [preprocess("<|image|>", [tiny_task.render(s)], self.tokenizer, self.cfg)["images"][:1]
-                     for s in scenes]  # the thumbnail: [1, 256, 588]
-            batch = {"images": torch.cat(crops)}  # [B, 256, 588]
+        if stage == 0:  # the thumbnails alone: the first crop of each image, whatever its number of tiles
+            samples = [preprocess("<|image|>", [tiny_task.render(s)], self.tokenizer, self.cfg) for s in scenes]
+            batch = {"images": torch.cat([s["images"][:1] for s in samples]),  # [B, 144, 588] at 168 px
+                     "image_masks": torch.cat([s["image_masks"][:1] for s in samples])}  # [B, 144]
         else:
             examples = [make_example(s, conversation(s, stage, self.recipe.turns, rng), self.tokenizer, self.cfg)
                         for s in scenes]
@@ -158,7 +186,7 @@ class StepBatches(torch.utils.data.Dataset):
             longest = batch["input_ids"].shape[1]
             batch["targets"] = torch.stack([F.pad(e["targets"], (longest - len(e["targets"]), 0), value=-100)
                                             for e in examples])  # [B, L]
-        kind, centre = zip(*(cell_targets(s, self.cells) for s in scenes))
+        kind, centre = zip(*(cell_targets(s, self.cells, grid=self.cfg.vision.grid) for s in scenes))
         return dict(batch, stage=torch.tensor(stage), cell_kind=torch.stack(kind), cell_centre=torch.stack(centre))
 
 
@@ -200,13 +228,13 @@ def step_loss(weights: dict, probe: dict, cfg, batch: dict, recipe: Recipe) -> t
     """(loss to minimise, the stage's own loss for the curve: the probe's in stage 0, the answers' after)."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
         if batch["stage"] == 0:
-            masks = torch.ones(batch["images"].shape[:2], dtype=torch.long)  # [B, 256]: no padding patches
-            features = encode_images(weights, cfg, batch["images"], masks)
+            features = encode_images(weights, cfg, batch["images"], batch["image_masks"])  # thumbnails only
             loss = probe_loss(features, probe, batch)
             return loss, loss
         hidden, features = forward(weights, cfg, batch)
         answers = answer_loss(hidden, weights, batch["targets"])
-        return answers + recipe.probe_weight * probe_loss(features[0::2], probe, batch), answers
+        thumbnails = features[thumbnail_rows(batch["crop_batch_index"])]  # [B, cells², width]
+        return answers + recipe.probe_weight * probe_loss(thumbnails, probe, batch), answers
 
 
 # ------------------------------------------------------------------------------------------------ training

@@ -37,6 +37,17 @@ def test_shipped_folder_is_complete_and_small():
     assert size < 20 * 2**20, f"weights/minivlm-tiny is {size / 2**20:.1f} MiB"
 
 
+def test_shipped_files_keep_the_shipped_geometry():
+    """The shipped folder's configs are `checkpoint.SHIPPED_SIZES`' (224 px crops, max_crops 1, vocabulary 512),
+    not `Sizes()`' defaults: those are issue #17's tiling geometry for NEW trainings (168 px, max_crops 4). The
+    shipped files change only when the model is retrained (`make train-tiny`); then SHIPPED_SIZES follows them."""
+    from minivlm.tiny.checkpoint import SHIPPED_SIZES, config_json, preprocessor_json
+
+    for name, make in (("config.json", config_json), ("preprocessor_config.json", preprocessor_json)):
+        assert json.loads((TINY / name).read_text()) == json.loads(json.dumps(make(SHIPPED_SIZES))), name
+    assert (Sizes().crop, Sizes().margin, Sizes().max_crops) == (168, 2, 4)
+
+
 def test_loads_like_the_official_checkpoint(tiny):
     fixture = json.loads((FIXTURE_DIR / "config.json").read_text())
     ours = json.loads((TINY / "config.json").read_text())
