@@ -22,12 +22,13 @@ for token (greedy), with logits equal up to float rounding (tests/test_conversat
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from .core.batch import Batch
+from .core.batch import Batch, to_device
 from .core.decoder import KVCache
 from .core.sampler import SamplingSettings, TextStream
 from .core.tokens import IMAGE_PLACEHOLDER
@@ -38,6 +39,7 @@ from .vlm import GenerationResult, device_time, generate_ids
 if TYPE_CHECKING:
     from .vlm import VLM
 
+SAMPLING = tuple(f.name for f in fields(SamplingSettings))  # temperature, top_k, top_p, repetition_penalty
 SETTINGS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop_ids",
             "return_logits")
 
@@ -138,8 +140,8 @@ class Conversation:
         self.images, self._features = images, features
 
     def _sampling(self, options: dict) -> SamplingSettings:
-        return SamplingSettings(options.get("temperature", 0.0), options.get("top_k", 0), options.get("top_p", 1.0),
-                                options.get("repetition_penalty", 1.0))
+        """The sampling part of the settings (SamplingSettings' own defaults for the ones not given)."""
+        return SamplingSettings(**{name: options[name] for name in SAMPLING if name in options})
 
     def _all_features(self, sample) -> Tensor | None:
         """The connector output of every crop of the conversation: the kept ones, then the new images' crops
@@ -187,4 +189,4 @@ def suffix_batch(sample, start: int, device: torch.device) -> tuple[Batch, Tenso
     batch = Batch(input_ids=input_ids[None], attention_mask=torch.ones(1, len(input_ids), dtype=torch.bool),
                   images=sample["images"][crops], image_masks=sample["image_masks"][crops],
                   image_input_idx=shifted, crop_batch_index=torch.zeros(int(crops.sum()), dtype=torch.long))
-    return Batch(**{k: v.to(device) for k, v in batch.items()}), crops.to(device)
+    return to_device(batch, device), crops.to(device)

@@ -11,7 +11,7 @@ Timing, streaming, stop ids and logit capture live in the caller (`minivlm.vlm`)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -24,9 +24,10 @@ from .sampler import SamplingSettings, next_token
 from .vit import vit_features
 
 
-def encode_images(w: dict[str, Tensor], cfg: ModelConfig, images: Tensor, image_masks: Tensor) -> Tensor:
-    """Crops [crops, 729, 588] -> ViT -> connector: [crops, 196, text width]."""
-    features = vit_features(images, w, cfg.vision)  # [crops, 729, 2·1152]
+def encode_images(w: dict[str, Tensor], cfg: ModelConfig, images: Tensor, image_masks: Tensor,
+                  run_block: Callable[[Tensor, int], Tensor] | None = None) -> Tensor:
+    """Crops [crops, 729, 588] -> ViT -> connector: [crops, 196, text width] (`run_block`: see `vit_features`)."""
+    features = vit_features(images, w, cfg.vision, run_block)  # [crops, 729, 2·1152]
     return connector(features, image_masks, w, cfg.vision)
 
 

@@ -17,6 +17,8 @@ what the model saw in training.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -74,13 +76,17 @@ def vit_block(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Ten
     return x + linear(h, w[p + "ffn.down.weight"], w[p + "ffn.down.bias"])
 
 
-def vit_features(patches: Tensor, w: dict[str, Tensor], cfg: VisionConfig) -> Tensor:
-    """patches [crops, 729, 588] -> selected block outputs, concatenated: [crops, 729, width · len(vit_layers)]."""
+def vit_features(patches: Tensor, w: dict[str, Tensor], cfg: VisionConfig,
+                 run_block: Callable[[Tensor, int], Tensor] | None = None) -> Tensor:
+    """patches [crops, 729, 588] -> selected block outputs, concatenated: [crops, 729, width · len(vit_layers)].
+
+    `run_block(x, i)`: how block i runs, `vit_block` on `w` by default (the trainer passes its block modules).
+    """
     selected = cfg.selected_blocks  # (24, 18) real, (7, 1) in the tiny fixture
     x = patch_embed.embed_patches(patches, w)
     outputs = {}
     for i in range(max(selected) + 1):  # blocks after the deepest selected one never influence the answer
-        x = vit_block(x, w, i, cfg)
+        x = run_block(x, i) if run_block is not None else vit_block(x, w, i, cfg)
         if i in selected:
             outputs[i] = x
     features = torch.cat([outputs[i] for i in selected], dim=-1)  # [crops, 729, 2·width]

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ..formats.chat import CHATML_FALLBACK
 from ..formats.weights import expected_shapes
@@ -169,9 +168,3 @@ def init_weights(cfg, seed: int) -> dict[str, torch.Tensor]:
                 w /= math.sqrt(2 * max(cfg.vision.n_layers, cfg.text.n_layers))
         weights[key] = w
     return weights
-
-
-def save_weights(weights: dict[str, torch.Tensor], out: Path) -> None:
-    save_file({k: w.detach().cpu().contiguous() for k, w in weights.items()}, str(Path(out) / "model.safetensors"),
-              metadata={"format": "pt"})
-

@@ -14,8 +14,9 @@ import argparse
 from pathlib import Path
 
 from ..formats.config_json import load_config
+from ..formats.weights import save_weights
 from . import train as train_tiny
-from .checkpoint import Sizes, init_weights, save_weights, write_checkpoint_files
+from .checkpoint import Sizes, init_weights, write_checkpoint_files
 
 
 def pretrain(out: str | Path, steps: int = 1500, seed: int = 0, progress: bool = True, sizes: Sizes = Sizes(),

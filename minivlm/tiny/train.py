@@ -52,9 +52,10 @@ from ..formats.chat import CHATML_FALLBACK, render_chat
 from ..formats.config_json import load_config
 from ..formats.processor import preprocess
 from ..formats.tokenizer import Tokenizer
+from ..formats.weights import save_weights
 from . import DEMO_DIR
 from . import task as tiny_task
-from .checkpoint import Sizes, init_weights, save_weights, write_checkpoint_files
+from .checkpoint import Sizes, init_weights, write_checkpoint_files
 from .data import caption, question_turns, training_scene
 
 N_CLASSES = 1 + len(tiny_task.COLORS) * len(tiny_task.SHAPES)  # background + (colour, kind)

@@ -4,11 +4,11 @@ Why a module at all: PyTorch's distributed engines (DistributedDataParallel, FSD
 checkpointing and optimizers speak nn.Module. So the checkpoint's flat dict becomes nested modules that mirror
 its key paths, and `module.state_dict()` keys ARE the checkpoint keys ("model.vision_model.layers.3.attn.out.weight").
 
-Nothing is re-implemented: each ViT block's forward is `vit.vit_block`, each decoder block's `decoder.decoder_block`,
-and the rest is `patch_embed.embed_patches`, `pooler.connector`, `decoder.embed_tokens`, `add_image_features`,
-`rms_norm`, `lm_head`. Only the ~20 lines of loop glue of `vit_features` / `prefill` / `run_decoder` are repeated
-here, so that each block is called AS A MODULE (FSDP unshards a block's weights in its pre-forward hook) and can
-be wrapped in activation checkpointing. A test checks that the logits equal core's `prefill` + `lm_head`.
+Nothing is re-implemented: each ViT block's forward is `vit.vit_block`, each decoder block's `decoder.decoder_block`;
+the vision half is `generation.encode_images` with the blocks run as modules (its `run_block`), and the rest is
+`decoder.embed_tokens`, `add_image_features`, `rms_norm`, `lm_head`. Only the few lines of the decoder's loop
+(`prefill` / `run_decoder`) are repeated here, so that each decoder block is called AS A MODULE with no KV cache
+(FSDP unshards a block's weights in its pre-forward hook) and can be wrapped in activation checkpointing. A test checks that the logits equal core's `prefill` + `lm_head`.
 
 LoRA (optional, on chosen matrices): the block keeps the frozen matrix W and two small factors A [r, in],
 B [out, r] (B starts at zero), and hands the core function W + (alpha / r) B A. Merging for saving is that sum.
@@ -25,9 +25,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..core.config import ModelConfig
 from ..core.decoder import KVCache, add_image_features, attention_mask, decoder_block, embed_tokens, lm_head
+from ..core.generation import encode_images
 from ..core.layers import rms_norm
-from ..core.patch_embed import embed_patches
-from ..core.pooler import connector
 from ..core.rope import rope_angles
 from ..core.vit import vit_block
 
@@ -158,18 +157,9 @@ class VLMModule(Tensors):
         return self.mapping(skip=(VIT_BLOCKS, TEXT_BLOCKS))
 
     def encode_images(self, w: dict[str, Tensor], images: Tensor, image_masks: Tensor) -> Tensor:
-        """generation.encode_images = vit.vit_features + pooler.connector: [crops, 729, 588] -> [crops, 196, width]."""
+        """generation.encode_images with each ViT block run as its module: [crops, 729, 588] -> [crops, 196, width]."""
         vit, _ = self.blocks()
-        selected = self.cfg.vision.selected_blocks
-        x, outputs = embed_patches(images, w), {}
-        for i, block in enumerate(vit):
-            x = block(x)
-            if i in selected:
-                outputs[i] = x
-        features = torch.cat([outputs[i] for i in selected], dim=-1)  # [crops, 729, 2·width]
-        is_padding_crop = (images == -1).flatten(1).all(dim=1)  # [crops]
-        features = features * (~is_padding_crop).to(features.dtype)[:, None, None]
-        return connector(features, image_masks, w, self.cfg.vision)
+        return encode_images(w, self.cfg, images, image_masks, run_block=lambda x, i: vit[i](x))
 
     def forward(self, batch: dict[str, Tensor], targets: Tensor | None = None) -> Tensor:
         """generation.prefill + decoder.run_decoder + lm_head on a collated batch (processor.collate).
