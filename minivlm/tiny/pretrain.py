@@ -83,16 +83,20 @@ def cell_targets(scene: tiny_task.Scene, cells: int, samples: int = 4,
     return kind, centre
 
 
-def step_batch(step: int, seed: int, batch_size: int, tokenizer: Tokenizer, cfg) -> dict[str, torch.Tensor]:
-    """Step `step`'s images, drawn from its own `random.Random(f"{seed}/{step}")`: each image's thumbnail alone
-    (its first crop, whatever its number of tiles; no text), with the probe's labels."""
-    rng = random.Random(f"{seed}/{step}")
-    scenes = [training_scene(rng) for _ in range(batch_size)]
+def thumbnails(scenes: list[tiny_task.Scene], tokenizer: Tokenizer, cfg) -> dict[str, torch.Tensor]:
+    """Each scene's thumbnail alone (its first crop as `preprocess` makes it, whatever its number of tiles; no
+    text), with the probe's labels."""
     samples = [preprocess("<|image|>", [tiny_task.render(s)], tokenizer, cfg) for s in scenes]
     kind, centre = zip(*(cell_targets(s, cfg.vision.pooled_grid[0], grid=cfg.vision.grid) for s in scenes))
     return {"images": torch.cat([s["images"][:1] for s in samples]),  # [B, 144, 588] at 168 px
             "image_masks": torch.cat([s["image_masks"][:1] for s in samples]),  # [B, 144]
             "cell_kind": torch.stack(kind), "cell_centre": torch.stack(centre)}  # [B, cells²] each
+
+
+def step_batch(step: int, seed: int, batch_size: int, tokenizer: Tokenizer, cfg) -> dict[str, torch.Tensor]:
+    """Step `step`'s batch: the `thumbnails` of `training_scene`s drawn from `random.Random(f"{seed}/{step}")`."""
+    rng = random.Random(f"{seed}/{step}")
+    return thumbnails([training_scene(rng) for _ in range(batch_size)], tokenizer, cfg)
 
 
 def probe_loss(thumbnails: torch.Tensor, probe: dict, batch: dict) -> torch.Tensor:
