@@ -99,10 +99,10 @@ def step_batch(step: int, seed: int, batch_size: int, tokenizer: Tokenizer, cfg)
     return thumbnails([training_scene(rng) for _ in range(batch_size)], tokenizer, cfg)
 
 
-def probe_loss(thumbnails: torch.Tensor, probe: dict, batch: dict) -> torch.Tensor:
-    """Per cell of each thumbnail [B, cells², width], which shape covers it and whether a shape's centre lies in
-    it. The probe reads RMS-normalised features, so it cannot win by scale."""
-    x = F.rms_norm(thumbnails.float(), (thumbnails.shape[-1],))
+def probe_loss(features: torch.Tensor, probe: dict, batch: dict) -> torch.Tensor:
+    """Per cell of each thumbnail's features [B, cells², width], which shape covers it and whether a shape's centre
+    lies in it. The probe reads RMS-normalised features, so it cannot win by scale."""
+    x = F.rms_norm(features.float(), (features.shape[-1],))
     kind = F.cross_entropy((x @ probe["kind"].T).flatten(0, 1), batch["cell_kind"].flatten())
     centre = F.cross_entropy((x @ probe["centre"].T).flatten(0, 1), batch["cell_centre"].flatten())
     return kind + centre
