@@ -24,7 +24,7 @@ demo: $(STAMP)
 # Retrain the embedded model from scratch with the general trainer, then evaluate it: stage 0 (vision pretraining,
 # standing in for SigLIP2's) writes the starting checkpoint, then the paper's two stages run from the tiny recipe.
 # The geometry is minivlm.tiny.checkpoint.Sizes()'s: issue #17's 168 px crops, 2-patch margins, max_crops 4.
-# Not yet timed end to end; the shipped weights came from the older `python -m minivlm.tiny.train` (38.5 minutes).
+# Not yet timed end to end; the shipped weights came from the older tiny-only recipe (minivlm/tiny/train.py at a9b259d).
 train-tiny: $(STAMP)
 	$(PY) -m minivlm.tiny.pretrain --out $(TINY) --steps 1500
 	$(PY) -m minivlm.train --recipe minivlm/train/recipes/tiny.json --model $(TINY) --out $(TINY)

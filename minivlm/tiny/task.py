@@ -231,7 +231,7 @@ def shape_class(shape: Shape) -> int:
 
 def label_map(scene: Scene) -> Image.Image:
     """The scene drawn with `shape_class` values instead of colours ("L" mode, background 0): which shape
-    covers each pixel. Training uses it for dense per-cell targets (`minivlm.tiny.train`)."""
+    covers each pixel. Stage 0 uses it for dense per-cell targets (`minivlm.tiny.pretrain`)."""
     image = Image.new("L", (scene.width, scene.height), 0)
     draw = ImageDraw.Draw(image)
     for shape in scene.shapes:

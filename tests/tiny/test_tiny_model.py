@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,11 +16,11 @@ from conftest import FIXTURE_DIR
 import minivlm
 from minivlm.tiny import DEMO_DIR
 from minivlm.tiny import task as tiny_task
-from minivlm.tiny import train as train_tiny
 from minivlm.tiny.checkpoint import Sizes
 from minivlm.tiny.eval import evaluate, format_table
 
 TINY = DEMO_DIR
+RECIPE = Path(minivlm.__file__).parent / "train" / "recipes" / "tiny.json"
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
          "preprocessor_config.json", "processor_config.json", "generation_config.json", "chat_template.jinja",
          "example.png")
@@ -109,15 +110,23 @@ def test_evaluation_breakdown(scores):
 
 
 def test_training_steps_lower_the_loss(tmp_path):
-    """A few steps of each stage on a very small model: every stage's loss goes down and the saved folder
-    loads like any checkpoint."""
+    """`make train-tiny` in miniature, on a very small model: stage 0 (`minivlm.tiny.pretrain`), then the
+    paper's stages through the general trainer and the tiny recipe. Every stage's loss goes down and the
+    trainer's folder loads like any checkpoint."""
+    import csv
+
+    from minivlm.tiny.pretrain import pretrain
+    from minivlm.train.__main__ import main
+
     sizes = Sizes(vision_width=32, vision_layers=3, text_width=32, text_layers=1, text_heads=2, text_kv_heads=1)
-    recipe = train_tiny.Recipe(vision_steps=8, align_steps=8, instruct_steps=8, batch_size=4, vision_lr=3e-3,
-                               text_lr=1e-2, turns=2)
-    losses = train_tiny.train(tmp_path, recipe, sizes, seed=1, progress=False)
-    assert len(losses) == 24 and all(torch.isfinite(torch.tensor(losses)))
-    for stage in range(3):
-        stage_losses = [losses[i] for i in range(24) if recipe.stage(i) == stage]
-        assert sum(stage_losses[-3:]) < sum(stage_losses[:3]), (stage, losses)
-    assert (tmp_path / "losses.csv").is_file() and (tmp_path / "loss_curve.png").is_file()
-    minivlm.load(tmp_path, check_weights=True)  # what it saved is a loadable checkpoint
+    probe = pretrain(tmp_path / "start", steps=8, sizes=sizes, batch_size=4, progress=False)
+    assert sum(probe[-3:]) < sum(probe[:3]), probe
+    main(["--recipe", str(RECIPE), "--model", str(tmp_path / "start"), "--out", str(tmp_path / "run"),
+          "--batch-size", "4", "--lr", "5e-3", "--dtype", "float32", "--set", "progress=false", "--set", "val.every=0",
+          *sum((["--set", f"stages.{i}.steps=8"] for i in range(3)), [])])
+    rows = list(csv.DictReader((tmp_path / "run" / "losses.csv").open()))
+    assert len(rows) == 24
+    for stage in ("alignment", "instruct-single", "instruct-mixed"):
+        losses = [float(r["loss"]) for r in rows if r["stage"] == stage]
+        assert len(losses) == 8 and sum(losses[-3:]) < sum(losses[:3]), (stage, losses)
+    minivlm.load(tmp_path / "run", check_weights=True)  # what it saved is a loadable checkpoint
