@@ -18,8 +18,9 @@ they were at 86% after 1,000 steps of the later stages.
 The forward pass is minivlm's inference code (`core.generation.encode_images`) with autograd on the checkpoint's
 own tensors. Step k's images come from `random.Random(f"{seed}/{k}")`, so the run depends on the seed alone.
 AdamW, warm-up then cosine decay, bfloat16 autocast (about 2x faster than float32 on CPUs with AVX512-BF16 or
-AMX); the weights and AdamW state stay float32 and are saved as float32, with `losses.csv` (step, stage 0, the
-probe's loss) and `loss_curve.png` next to them. The trainer, run on the same folder, replaces both with its own.
+AMX); the weights and AdamW state stay float32 and are saved as float32, with `pretrain_losses.csv` (step,
+stage 0, the probe's loss) and `pretrain_loss_curve.png` next to them (the trainer, run on the same folder next,
+writes its own `losses.csv` and `loss_curve.png` beside them).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ LR = 1e-3  # ViT, connector and probe (3e-3 made the connector's output blow up)
 WEIGHT_DECAY = 0.01  # on matrices; none on 1-D norms and biases
 BETAS = (0.9, 0.98)
 CLIP = 1.0  # max gradient norm
+LOSSES_CSV, LOSS_CURVE = "pretrain_losses.csv", "pretrain_loss_curve.png"  # not the trainer's names: both stay
 
 
 def cell_targets(scene: tiny_task.Scene, cells: int, samples: int = 4,
@@ -155,11 +157,11 @@ def pretrain(out: str | Path, steps: int = 1500, seed: int = 0, progress: bool =
     if progress:
         print(file=sys.stderr)
     save_weights(weights, out)
-    with open(out / "losses.csv", "w", newline="") as f:
+    with open(out / LOSSES_CSV, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "stage", "loss"])
         writer.writerows([i + 1, 0, f"{v:.5f}"] for i, v in enumerate(losses))
-    log.write_curve(out / "loss_curve.png", [{"loss": v, "stage": "0"} for v in losses])
+    log.write_curve(out / LOSS_CURVE, [{"loss": v, "stage": "0"} for v in losses])
     return losses
 
 

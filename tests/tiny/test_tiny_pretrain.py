@@ -163,7 +163,7 @@ def test_step_batches_and_the_probe_loss(checkpoint_dir):
 def test_pretrain_on_the_tiled_geometry_lowers_the_probe_loss(tmp_path):
     """`minivlm.tiny.pretrain` (stage 0) on Sizes() defaults, 168 px / margins 2 / max_crops 4: a few steps run,
     the loss goes down, the folder is a checkpoint with that geometry, the ViT and connector moved and the
-    decoder kept its initial weights, and losses.csv holds one row per step."""
+    decoder kept its initial weights, and pretrain_losses.csv holds one row per step."""
     import csv
 
     import torch
@@ -179,7 +179,7 @@ def test_pretrain_on_the_tiled_geometry_lowers_the_probe_loss(tmp_path):
     for key in ("model.vision_model.patch_embed.proj.weight", "model.vision_model.vl_connector.pooling.out.weight",
                 "lm_head.weight", "model.language_model.layers.0.attn.qkv_w.weight"):
         assert torch.equal(vlm.weights[key], start[key]) == (not key.startswith("model.vision_model.")), key
-    rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
+    rows = list(csv.DictReader((tmp_path / stage0.LOSSES_CSV).open()))
     assert [(r["step"], r["stage"]) for r in rows] == [(str(i + 1), "0") for i in range(12)]
     assert [float(r["loss"]) for r in rows] == pytest.approx(losses, abs=1e-5)
-    assert (tmp_path / "loss_curve.png").is_file()
+    assert (tmp_path / stage0.LOSS_CURVE).is_file()
