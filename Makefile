@@ -24,7 +24,7 @@ demo: $(STAMP)
 # Train a tiled demo model from scratch with the general trainer, then evaluate it: stage 0 (vision pretraining,
 # standing in for SigLIP2's) writes the starting checkpoint, then the paper's two stages run from the tiny recipe.
 # The geometry is minivlm.tiny.checkpoint.Sizes()'s: issue #17's 168 px crops, 2-patch margins, max_crops 4.
-# Measured once (README): 80 min on 2 cores, 62.4 % exact match, so it writes to $(TINY_NEW), not over the shipped
+# Measured once (README): 80 min on a 2-core AMD EPYC, 62.4 % exact match, so it writes to $(TINY_NEW), not over the shipped
 # model (which came from the older tiny-only recipe, minivlm/tiny/train.py at a9b259d).
 TINY_NEW := weights/minivlm-tiny-tiled
 

@@ -8,7 +8,8 @@ Nothing is re-implemented: each ViT block's forward is `vit.vit_block`, each dec
 the vision half is `generation.encode_images` with the blocks run as modules (its `run_block`), and the rest is
 `decoder.embed_tokens`, `add_image_features`, `rms_norm`, `lm_head`. Only the few lines of the decoder's loop
 (`prefill` / `run_decoder`) are repeated here, so that each decoder block is called AS A MODULE with no KV cache
-(FSDP unshards a block's weights in its pre-forward hook) and can be wrapped in activation checkpointing. A test checks that the logits equal core's `prefill` + `lm_head`.
+(FSDP unshards a block's weights in its pre-forward hook) and can be wrapped in activation checkpointing. A test
+checks that the logits equal core's `prefill` + `lm_head`.
 
 LoRA (optional, on chosen matrices): the block keeps the frozen matrix W and two small factors A [r, in],
 B [out, r] (B starts at zero), and hands the core function W + (alpha / r) B A. Merging for saving is that sum.

@@ -1,4 +1,4 @@
-"""The embedded demo model (weights/minivlm-tiny): it loads like an official checkpoint, is small, answers
+"""The embedded demo model (minivlm/tiny/minivlm-tiny): it loads like an official checkpoint, is small, answers
 fresh questions of the shapes task correctly, and its training code still trains."""
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ def test_shipped_folder_is_complete_and_small():
     for name in FILES:
         assert (TINY / name).is_file(), name
     size = sum(f.stat().st_size for f in TINY.rglob("*") if f.is_file())
-    assert size < 20 * 2**20, f"weights/minivlm-tiny is {size / 2**20:.1f} MiB"
+    assert size < 20 * 2**20, f"minivlm/tiny/minivlm-tiny is {size / 2**20:.1f} MiB"
 
 
 def test_shipped_files_keep_the_shipped_geometry():
     """The shipped folder's configs are `checkpoint.SHIPPED_SIZES`' (224 px crops, max_crops 1, vocabulary 512),
     not `Sizes()`' defaults: those are issue #17's tiling geometry for NEW trainings (168 px, max_crops 4). The
-    shipped files change only when the model is retrained (`make train-tiny`); then SHIPPED_SIZES follows them."""
+    shipped files change only when a retrained model replaces them (`make train-tiny` writes its candidate to
+    weights/minivlm-tiny-tiled); then SHIPPED_SIZES follows them."""
     from minivlm.tiny.checkpoint import SHIPPED_SIZES, config_json, preprocessor_json
 
     for name, make in (("config.json", config_json), ("preprocessor_config.json", preprocessor_json)):
