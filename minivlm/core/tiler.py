@@ -160,6 +160,19 @@ def token_counts(width: int, height: int, cfg: ModelConfig) -> TokenCounts:
                        layout_tokens=layout, llm_positions=used + layout)
 
 
+def crop_boxes(width: int, height: int, cfg: ModelConfig) -> list[tuple[float, float, float, float]]:
+    """Where each crop of `tile_image` lies in the image, as fractions (top, left, bottom, right): the thumbnail
+    (the whole image) first, then the tiles row by row. A tile's box is its window on the resized canvas, whose
+    sides map proportionally onto the image's (both resizes stretch, corner to corner)."""
+    tiling = choose_tiling(*smart_resize(height, width, cfg), cfg)
+    window, margin = _window_px(cfg)
+    side = cfg.vision.crop_size
+    canvas_h, canvas_w = window * tiling[0] + margin, window * tiling[1] + margin
+    return [(0.0, 0.0, 1.0, 1.0)] + [
+        (window * r / canvas_h, window * c / canvas_w, (window * r + side) / canvas_h, (window * c + side) / canvas_w)
+        for r in range(tiling[0]) for c in range(tiling[1])]
+
+
 def _resize(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """Bilinear, no antialias, aspect ratio ignored: [3, H, W] float32 -> [3, h, w].
 

@@ -3,12 +3,9 @@
 `minivlm/tiny/minivlm-tiny` has the same files as the released checkpoint (config.json with every field of the
 nested JinaVLMConfig, preprocessor_config.json, tokenizer.json, generation_config.json, chat template) and the
 same tensor keys; only the sizes are small (`Sizes`). This file writes those files and the initial weights;
-`minivlm.tiny.pretrain` and the trainer train them. New trainings default to issue #17's tiling geometry: crops
+`minivlm.tiny.pretrain` and the trainer train them. The geometry tiles like the release's, scaled down: crops
 of 168 px (12 x 12 patches of 14 px, 6 x 6 pooled cells) instead of 378 px, 2-patch overlap margins instead of
 4, and max_crops 4 (a thumbnail plus 2-4 overlapping tiles for 99% of the task's images).
-
-The shipped folder `minivlm/tiny/minivlm-tiny` keeps its own config files until it is retrained: it was trained
-with `SHIPPED_SIZES` (224 px crops: 16 x 16 patches, a thumbnail plus one tile; a 512-token vocabulary).
 """
 
 from __future__ import annotations
@@ -47,9 +44,6 @@ class Sizes:
     margin: int = 2  # overlap margin in patches per side (real: 4)
     max_crops: int = 4  # tiles at most, besides the thumbnail (real: 12)
 
-
-# What the shipped weights in minivlm/tiny/minivlm-tiny were trained with (before issue #17's tiling geometry).
-SHIPPED_SIZES = Sizes(vocab=512, crop=224, margin=2, max_crops=1)
 
 
 # The release's config files (reconstructed: minivlm/configs/jina-vlm/README.md): the demo model takes every field

@@ -53,14 +53,15 @@ def caption(scene: Scene) -> str:
     return ", ".join(f"{s.color} {s.kind}" for s in shapes)
 
 
-def question_turns(scene: Scene, turns: int, rng: random.Random) -> list[QA]:
+def question_turns(scene: Scene, turns: int, rng: random.Random, qtypes: tuple[str, ...] | None = None) -> list[QA]:
     """Up to `turns` questions about different facts of `scene`, each in a language drawn uniformly. Facts are
     drawn type by type (a type uniformly among those with facts left, then one of its facts), so the three
     count facts by kind and four by colour, mostly "0", do not crowd out the scene's one "left" fact. Both
-    orders of a "left" question are one fact."""
+    orders of a "left" question are one fact. `qtypes`: only those types (default: all)."""
     facts: dict[str, dict[tuple[str, ...], list[QA]]] = {}  # qtype -> about -> that fact's questions
     for qa in tiny_task.questions(scene):
-        facts.setdefault(qa.qtype, {}).setdefault(qa.about, []).append(qa)
+        if qtypes is None or qa.qtype in qtypes:
+            facts.setdefault(qa.qtype, {}).setdefault(qa.about, []).append(qa)
     out: list[QA] = []
     while facts and len(out) < turns:
         qtype = rng.choice(list(facts))
@@ -95,7 +96,7 @@ def question_record(rng: random.Random, turns: int = 8) -> dict:
     return chat_record(scene, [(qa.question, qa.answer) for qa in question_turns(scene, turns, rng)])
 
 
-# Two more sources for the trainer's tiny recipe (minivlm/train/recipes/tiny.json), beside the two above.
+# More sources for the trainer's tiny recipe (minivlm/train/recipes/tiny.json), beside the two above.
 
 def one_question_record(rng: random.Random) -> dict:
     """Stage 2's second source (the paper's single-source batches need more than one): one question, the
@@ -112,3 +113,11 @@ def word_record(rng: random.Random) -> dict:
     key = rng.choice(list(table[source]))
     return {"messages": [{"role": "user", "content": table[source][key]},
                          {"role": "assistant", "content": table[target][key]}], "images": []}
+
+
+def counts_and_left_record(rng: random.Random, turns: int = 8) -> dict:
+    """The last stage's extra source: a `question_record` asking only the types learnt last, counting (by kind
+    and by colour) and "which is further left?", on the scenes that make them hard (`training_scene`)."""
+    scene = training_scene(rng)
+    qas = question_turns(scene, turns, rng, qtypes=("count", "count_color", "left"))
+    return chat_record(scene, [(qa.question, qa.answer) for qa in qas])

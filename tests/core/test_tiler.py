@@ -15,6 +15,7 @@ from minivlm.core.tiler import (
     ImageError,
     ImageTokenIds,
     choose_tiling,
+    crop_boxes,
     smart_resize,
     tile_image,
     token_counts,
@@ -203,3 +204,26 @@ def test_unpatchify_undoes_the_patches():
     expected = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255 * 2 - 1  # the model's [-1, 1] range
     torch.testing.assert_close(crops[0], expected, rtol=0, atol=1e-6)  # the thumbnail: no resize needed
     assert torch.equal(crops[1], crops[0])
+
+
+@pytest.mark.parametrize("width, height", [(1176, 910), (900, 300), (400, 1200), (378, 378)])
+def test_crop_boxes_say_where_each_crop_shows_the_image(width, height):
+    """An image whose red channel rises left to right and green top to bottom: each crop's centre pixel shows
+    the gradient at the centre of its `crop_boxes` box (the bilinear resizes keep a linear ramp, to rounding)."""
+    x = (np.arange(width) + 0.5) / width  # [W] each pixel centre's fraction of the width
+    y = (np.arange(height) + 0.5) / height
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[..., 0] = np.round(x * 255)[None, :]
+    pixels[..., 1] = np.round(y * 255)[:, None]
+    t = tile_image(pixels, CFG, IDS)
+    boxes = crop_boxes(width, height, CFG)
+    assert len(boxes) == len(t.patches) == 1 + t.tiling[0] * t.tiling[1]
+    assert boxes[0] == (0.0, 0.0, 1.0, 1.0)
+    crops = (unpatchify(t.patches, CFG.vision.patch_size) + 1) / 2 * 255  # [crops, 3, 378, 378]
+    mid = CFG.vision.crop_size // 2
+    for crop, (top, left, bottom, right) in zip(crops, boxes):
+        shown = (crop[0, mid - 1:mid + 1, mid - 1:mid + 1].mean(), crop[1, mid - 1:mid + 1, mid - 1:mid + 1].mean())
+        assert shown[0].item() == pytest.approx((left + right) / 2 * 255, abs=1.5)
+        assert shown[1].item() == pytest.approx((top + bottom) / 2 * 255, abs=1.5)
+    if len(boxes) > 2:  # neighbouring tiles overlap by the margins
+        assert boxes[1][3] > boxes[2][1]

@@ -55,6 +55,26 @@ def test_question_records_ask_the_tasks_questions() -> None:
         assert len(turns) == min(6, n_facts)
 
 
+def test_counts_and_left_records_ask_only_those_types() -> None:
+    """The last stage's source: the task's own questions and answers, of the types count, count_color and left
+    only, no fact twice; over many records all three types come up and every "left" fact a scene has is asked."""
+    seen = Counter()
+    for seed in range(60):
+        record = tiny_data.counts_and_left_record(random.Random(seed))
+        turns = check_record(record)
+        scene = tiny_data.training_scene(random.Random(seed))
+        assert record["images"][0].tobytes() == tiny_task.render(scene).tobytes()
+        qas = {(qa.question, qa.answer): qa for qa in tiny_task.questions(scene)}
+        assert all(turn in qas for turn in turns), turns
+        types = [qas[t].qtype for t in turns]
+        assert set(types) <= {"count", "count_color", "left"}
+        assert len({(qas[t].qtype, qas[t].about) for t in turns}) == len(turns), "a fact asked twice"
+        wanted = {(qa.qtype, qa.about) for qa in qas.values() if qa.qtype in ("count", "count_color", "left")}
+        assert len(turns) == min(8, len(wanted))
+        seen.update(types)
+    assert min(seen[t] for t in ("count", "count_color", "left")) >= 20, seen
+
+
 def test_first_turn_is_the_inference_prompt() -> None:
     record = tiny_data.question_record(random.Random(0))
     question = record["messages"][0]["content"][1]["text"]

@@ -1,5 +1,5 @@
-"""Stage 0 of the embedded model (minivlm.tiny.pretrain): the probe's dense cell labels on each image's thumbnail,
-its batches and loss, a short run; and the answer-only loss targets the trainer builds for the tiny checkpoint."""
+"""Stage 0 of the embedded model (minivlm.tiny.pretrain): the probe's dense cell labels on every crop (thumbnail and
+tiles), its batches and loss, a short run; and the answer-only loss targets the trainer builds for the tiny checkpoint."""
 
 from __future__ import annotations
 
@@ -43,11 +43,19 @@ def test_cell_targets_of_one_square():
     # 160 x 160 image, 8 x 8 cells of 20 px; a blue square over pixels [40, 100) x [60, 120): cells 2..4 x 3..5
     square = tiny_task.Shape("square", "blue", (40, 60, 100, 120))
     scene = tiny_task.Scene(160, 160, tiny_task.BACKGROUNDS["white"], [square])
-    kind, centre = stage0.cell_targets(scene, cells=8)
+    kind, centre, centre_x = stage0.cell_targets(scene, cells=8)
     expected = np.zeros((8, 8), dtype=np.int64)
     expected[3:6, 2:5] = tiny_task.shape_class(square)  # rows are y
     assert (kind.reshape(8, 8).numpy() == expected).all()
     assert centre.reshape(8, 8).nonzero().tolist() == [[4, 3]]  # box centre (70, 90) -> row 4, column 3
+    # centre x 70 / 160 of the width: twelfth 5, on the square's cells only
+    assert (centre_x.reshape(8, 8).numpy() == np.where(expected > 0, 5, -100)).all()
+    # The same scene seen by a tile showing its right half: the square's right part, no x target
+    kind, centre, centre_x = stage0.cell_targets(scene, cells=8, box=(0.0, 0.5, 1.0, 1.0))
+    expected = np.zeros((8, 8), dtype=np.int64)
+    expected[3:6, 0:2] = tiny_task.shape_class(square)  # x 80..100 of the image: the tile's first 2 cells of 10 px
+    assert (kind.reshape(8, 8).numpy() == expected).all()
+    assert centre.sum() == 0 and (centre_x == -100).all()  # the centre (70) lies left of the tile
 
 
 def test_targets_are_the_answers_and_their_end_of_turn(checkpoint_dir):
@@ -89,38 +97,51 @@ def aligned_scene(width: int, height: int, cells: int, rng: random.Random) -> tu
     return tiny_task.Scene(width, height, tiny_task.BACKGROUNDS["white"], shapes), expected
 
 
-def test_probe_targets_line_up_with_the_thumbnails(checkpoint_dir):
-    """max_crops 4: images of different tile counts. `thumbnails` keeps each image's thumbnail (its first crop,
-    the whole image stretched, not a tile) and the probe's labels, on the thumbnail's 6 x 6 pooled grid, name the
-    colour the thumbnail's pixels show in each cell."""
+def test_probe_targets_line_up_with_every_crop(checkpoint_dir):
+    """max_crops 4: images of different tile counts. `all_crops` keeps every crop `preprocess` makes (thumbnail,
+    then tiles) and the probe's labels match each crop's own pixels: the thumbnail's cells as drawn, and on every
+    crop, a cell that shows (almost) one colour is labelled with a shape of that colour, or background."""
     import torch
 
     from minivlm.core.tiler import unpatchify
     from minivlm.formats.processor import preprocess
 
     tokenizer, cfg = Tokenizer(checkpoint_dir), load_config(checkpoint_dir)
-    cells = cfg.vision.pooled_grid[0]
+    cells, side = cfg.vision.pooled_grid[0], cfg.vision.crop_size // cfg.vision.pooled_grid[0]  # 6 cells of 28 px
     assert (cfg.vision.grid, cells, cfg.preprocessor.max_crops) == (12, 6, 4)
     rng = random.Random(7)
     sizes = [(600, 120), (168, 168), (480, 360), (120, 480), (600, 600), (300, 600), (360, 180)]
     scenes, expected = zip(*(aligned_scene(w, h, cells, rng) for w, h in sizes))
     crops = [len(preprocess("<|image|>", [tiny_task.render(s)], tokenizer, cfg)["images"]) for s in scenes]
     assert len(set(crops)) >= 3 and max(crops) == 5, crops  # a thumbnail plus 1 to 4 tiles
-    batch = stage0.thumbnails(list(scenes), tokenizer, cfg)
-    assert batch["images"].shape == (len(scenes), 144, 588) and (batch["image_masks"] == 1).all()
+    batch = stage0.all_crops(list(scenes), tokenizer, cfg)
+    assert batch["images"].shape == (sum(crops), 144, 588)
+    firsts = np.cumsum([0] + crops[:-1])
+    assert (batch["image_masks"][firsts + np.array(crops) - 1] == -1).all()  # the last crop of each image, as in inference
+    pixels = ((unpatchify(batch["images"], cfg.vision.patch_size) + 1) * 127.5).round()  # [crops, 3, 168, 168]
+    checked = 0
     for b, scene in enumerate(scenes):
-        assert (batch["cell_kind"][b].reshape(cells, cells).numpy() == expected[b]).all()
-        centres = {(s.bbox[0] + s.bbox[2], s.bbox[1] + s.bbox[3]) for s in scene.shapes}
-        assert batch["cell_centre"][b].sum() == len(centres)
-        pixels = unpatchify(batch["images"][b][None], cfg.vision.patch_size)[0]  # [3, 168, 168] in [-1, 1]
-        side = cfg.vision.crop_size // cells  # 28 px per cell
-        for r in range(cells):
-            for c in range(cells):
-                shown = ((pixels[:, r * side + side // 2, c * side + side // 2] + 1) * 127.5).round().tolist()
-                label = expected[b][r, c]
-                colour = scene.background if label == 0 else tiny_task.COLORS[
-                    next(s.color for s in scene.shapes if tiny_task.shape_class(s) == label)]
-                assert shown == list(colour), (b, r, c, shown, colour)
+        thumb = firsts[b]
+        assert (batch["cell_kind"][thumb].reshape(cells, cells).numpy() == expected[b]).all()
+        assert batch["cell_centre"][thumb].sum() == len({(s.bbox[0] + s.bbox[2], s.bbox[1] + s.bbox[3])
+                                                         for s in scene.shapes})
+        bins = {tiny_task.shape_class(s): int((s.bbox[0] + s.bbox[2]) / 2 / scene.width * stage0.X_BINS)
+                for s in scene.shapes}
+        assert batch["cell_centre_x"][thumb].tolist() == [bins.get(k, -100) for k in expected[b].flatten()]
+        for k in range(thumb + 1, thumb + crops[b]):  # tiles: an x target only where the tile shows the whole image
+            whole = batch["cell_centre_x"][k].tolist() == batch["cell_centre_x"][thumb].tolist()
+            assert (batch["cell_centre_x"][k] == -100).all() or (crops[b] == 2 and whole), (b, k)
+        colour_of = {0: list(scene.background)} | {tiny_task.shape_class(s): list(tiny_task.COLORS[s.color])
+                                                   for s in scene.shapes}
+        for k in range(thumb, thumb + crops[b]):
+            for cell, label in enumerate(batch["cell_kind"][k].tolist()):
+                r, c = divmod(cell, cells)
+                block = pixels[k][:, r * side:(r + 1) * side, c * side:(c + 1) * side].flatten(1).T  # [784, 3]
+                values, counts = block.unique(dim=0, return_counts=True)
+                if counts.max() >= 0.9 * len(block):  # a cell of one colour: the label must show it
+                    assert values[counts.argmax()].tolist() == colour_of[label], (b, k, cell)
+                    checked += 1
+    assert checked > 0.8 * len(batch["cell_kind"].flatten())
 
 
 def test_cell_targets_of_an_odd_grid():
@@ -128,7 +149,7 @@ def test_cell_targets_of_an_odd_grid():
     covers the image's last 1/27 only."""
     square = tiny_task.Shape("square", "red", (0, 260, 270, 270))  # the bottom 10 px of a 270 px image
     scene = tiny_task.Scene(270, 270, tiny_task.BACKGROUNDS["white"], [square])
-    kind, _ = stage0.cell_targets(scene, cells=14, grid=27)
+    kind, _, _ = stage0.cell_targets(scene, cells=14, grid=27)
     kind = kind.reshape(14, 14)
     assert (kind[13] == tiny_task.shape_class(square)).all() and (kind[:13] == 0).all()
     with pytest.raises(ValueError, match="cannot cover"):
@@ -136,8 +157,8 @@ def test_cell_targets_of_an_odd_grid():
 
 
 def test_step_batches_and_the_probe_loss(checkpoint_dir):
-    """A step's batch depends on (seed, step) only; the probe's loss lines up with the B thumbnails' pooled
-    cells (encode_images: [B, 36, width]) and gradients reach the ViT's first block."""
+    """A step's batch depends on (seed, step) only; the probe's loss lines up with the pooled cells of the B
+    images' crops (encode_images: [crops, 36, width]) and gradients reach the ViT's first block."""
     import torch
 
     from minivlm.core.generation import encode_images
@@ -145,14 +166,15 @@ def test_step_batches_and_the_probe_loss(checkpoint_dir):
 
     tokenizer, cfg = Tokenizer(checkpoint_dir), load_config(checkpoint_dir)
     batch = stage0.step_batch(3, 0, 4, tokenizer, cfg)
-    assert batch["cell_kind"].shape == batch["cell_centre"].shape == (4, 36)
+    n = len(batch["images"])
+    assert n > 4 and batch["cell_kind"].shape == batch["cell_centre"].shape == batch["cell_centre_x"].shape == (n, 36)
     assert all(torch.equal(v, stage0.step_batch(3, 0, 4, tokenizer, cfg)[k]) for k, v in batch.items())
     assert not torch.equal(batch["images"], stage0.step_batch(4, 0, 4, tokenizer, cfg)["images"])
     weights = {k: w.requires_grad_() for k, w in init_weights(cfg, seed=0).items()}
     features = encode_images(weights, cfg, batch["images"], batch["image_masks"])
-    assert features.shape == (4, 36, cfg.text.hidden_size)
-    zero = {"kind": torch.zeros(stage0.N_CLASSES, cfg.text.hidden_size), "centre": torch.zeros(2, cfg.text.hidden_size)}
-    uniform = math.log(stage0.N_CLASSES) + math.log(2)  # a zero probe guesses uniformly
+    assert features.shape == (n, 36, cfg.text.hidden_size)
+    zero = {name: torch.zeros(classes, cfg.text.hidden_size) for name, classes in stage0.PROBES.items()}
+    uniform = math.log(stage0.N_CLASSES) + math.log(2) + math.log(stage0.X_BINS)  # a zero probe guesses uniformly
     assert stage0.probe_loss(features, zero, batch).item() == pytest.approx(uniform, rel=1e-5)
     probe = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(0)) for k, v in zero.items()}
     stage0.probe_loss(features, probe, batch).backward()
