@@ -24,7 +24,8 @@ demo: $(STAMP)
 # Train the demo model from scratch into its shipped folder, then evaluate it: stage 0 (vision pretraining, standing
 # in for SigLIP2's) writes the starting checkpoint, then the paper's two stages run from the tiny recipe. The trainer
 # leaves a resumable checkpoint every 1,500 steps (`--resume $(TINY)/checkpoint-N` goes on from one after an
-# interruption); they are removed at the end. Fixed seeds: the shipped weights again, bit for bit (README: time, CPU).
+# interruption); they are removed at the end. Fixed seeds: the run depends on them alone (README: time, CPU, and
+# what has been rerun so far).
 train-tiny: $(STAMP)
 	$(PY) -m minivlm.tiny.pretrain --out $(TINY) --steps 3000
 	$(PY) -m minivlm.train --recipe minivlm/train/recipes/tiny.json --model $(TINY) --out $(TINY)

@@ -45,7 +45,6 @@ class Sizes:
     max_crops: int = 4  # tiles at most, besides the thumbnail (real: 12)
 
 
-
 # The release's config files (reconstructed: minivlm/configs/jina-vlm/README.md): the demo model takes every field
 # from them and overrides only the sizes, so it is the same architecture in miniature.
 RELEASE_DIR = Path(__file__).resolve().parents[1] / "configs" / "jina-vlm"

@@ -90,10 +90,11 @@ def caption_record(rng: random.Random) -> dict:
     return chat_record(scene, [("", caption(scene))])
 
 
-def question_record(rng: random.Random, turns: int = 8) -> dict:
-    """Stage 2: a training scene and `question_turns` about it, as one multi-turn chat."""
+def question_record(rng: random.Random, turns: int = 8, qtypes: tuple[str, ...] | None = None) -> dict:
+    """Stage 2: a training scene and `question_turns` about it (of `qtypes` only, if given), as one multi-turn
+    chat."""
     scene = training_scene(rng)
-    return chat_record(scene, [(qa.question, qa.answer) for qa in question_turns(scene, turns, rng)])
+    return chat_record(scene, [(qa.question, qa.answer) for qa in question_turns(scene, turns, rng, qtypes)])
 
 
 # More sources for the trainer's tiny recipe (minivlm/train/recipes/tiny.json), beside the two above.
@@ -118,6 +119,4 @@ def word_record(rng: random.Random) -> dict:
 def counts_and_left_record(rng: random.Random, turns: int = 8) -> dict:
     """The last stage's extra source: a `question_record` asking only the types learnt last, counting (by kind
     and by colour) and "which is further left?", on the scenes that make them hard (`training_scene`)."""
-    scene = training_scene(rng)
-    qas = question_turns(scene, turns, rng, qtypes=("count", "count_color", "left"))
-    return chat_record(scene, [(qa.question, qa.answer) for qa in qas])
+    return question_record(rng, turns, qtypes=("count", "count_color", "left"))

@@ -94,10 +94,10 @@ def cell_targets(scene: tiny_task.Scene, cells: int, samples: int = 4, grid: int
     votes[..., 0] = 0
     cell_owner = torch.where(votes.sum(-1) > 0, votes.argmax(-1), 0).flatten()  # [cells²]
     classes = torch.tensor([0] + [tiny_task.shape_class(s) for s in scene.shapes])
-    thumbnail = box == (0.0, 0.0, 1.0, 1.0)
+    whole_image = box == (0.0, 0.0, 1.0, 1.0)  # the thumbnail, or the one tile of a 1 x 1 tiling
     bins = torch.tensor([-100] + [min(int((s.bbox[0] + s.bbox[2]) / 2 / scene.width * X_BINS), X_BINS - 1)
                                   for s in scene.shapes])
-    centre_x = torch.where((cell_owner > 0) & thumbnail, bins[cell_owner], -100)
+    centre_x = torch.where((cell_owner > 0) & whole_image, bins[cell_owner], -100)
     centre = torch.zeros(cells * cells, dtype=torch.long)
     for s in scene.shapes:
         cy = ((s.bbox[1] + s.bbox[3]) / 2 / scene.height - top) / (bottom - top)  # in the crop, 0..1 if inside

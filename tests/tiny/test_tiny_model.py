@@ -39,7 +39,7 @@ def test_shipped_folder_is_complete_and_small():
     assert size < 20 * 2**20, f"minivlm/tiny/minivlm-tiny is {size / 2**20:.1f} MiB"
 
 
-def test_shipped_files_tile_like_the_release():
+def test_shipped_files_tile_like_the_release(tiny):
     """The shipped configs are `Sizes()`' (168 px crops, 2-patch margins, max_crops 4: what `make train-tiny`
     writes), and most of the task's images are cut into a thumbnail plus two or more overlapping tiles."""
     from minivlm.core.tiler import token_counts
@@ -47,7 +47,7 @@ def test_shipped_files_tile_like_the_release():
 
     for name, make in (("config.json", config_json), ("preprocessor_config.json", preprocessor_json)):
         assert json.loads((TINY / name).read_text()) == json.loads(json.dumps(make(Sizes()))), name
-    cfg = minivlm.load(TINY).cfg
+    cfg = tiny.cfg
     assert (cfg.vision.crop_size, cfg.preprocessor.overlap_margins, cfg.preprocessor.max_crops) == (168, (2, 2), 4)
     rng = random.Random(5)
     scenes = [tiny_task.draw_scene(rng) for _ in range(300)]

@@ -1,5 +1,5 @@
-"""Stage 0 of the embedded model (minivlm.tiny.pretrain): the probe's dense cell labels on every crop (thumbnail and
-tiles), its batches and loss, a short run; and the answer-only loss targets the trainer builds for the tiny checkpoint."""
+"""Stage 0 of the embedded model (minivlm.tiny.pretrain): the probe's dense cell labels on every crop (thumbnail
+and tiles), its batches and loss, a short run; and the answer-only loss targets the trainer builds for the tiny checkpoint."""
 
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ def test_probe_targets_line_up_with_every_crop(checkpoint_dir):
     batch = stage0.all_crops(list(scenes), tokenizer, cfg)
     assert batch["images"].shape == (sum(crops), 144, 588)
     firsts = np.cumsum([0] + crops[:-1])
-    assert (batch["image_masks"][firsts + np.array(crops) - 1] == -1).all()  # the last crop of each image, as in inference
+    last = firsts + np.array(crops) - 1
+    assert (batch["image_masks"][last] == -1).all()  # the last crop of each image, as in inference
     pixels = ((unpatchify(batch["images"], cfg.vision.patch_size) + 1) * 127.5).round()  # [crops, 3, 168, 168]
     checked = 0
     for b, scene in enumerate(scenes):
