@@ -2,11 +2,12 @@
 
 Where it sits. Jina-VLM's recipe (the paper) trains a pretrained SigLIP2 encoder and a pretrained Qwen3 decoder
 in two stages, alignment then instruction tuning; for the demo model those two stages are
-`python -m minivlm.train --recipe minivlm/train/recipes/tiny.json`. The demo model starts from random numbers, so
-this stage, OUTSIDE the paper's recipe, stands in for SigLIP2's own pretraining. It writes the tiny checkpoint's
-files (`checkpoint.write_checkpoint_files`; `Sizes()`'s geometry: issue #17's 168 px crops, 2-patch margins,
-max_crops 4) and initial weights, then trains the ViT and connector alone, on images only; the decoder keeps
-its initial weights. `make train-tiny` runs this, then the trainer on the same folder.
+`python -m minivlm.train --recipe minivlm/train/recipes/tiny.json` (then `tiny-counting.json` goes on from its
+output). The demo model starts from random numbers, so this stage, OUTSIDE the paper's recipe, stands in for
+SigLIP2's own pretraining. It writes the tiny checkpoint's files (`checkpoint.write_checkpoint_files`; `Sizes()`'s
+geometry: issue #17's 168 px crops, 2-patch margins, max_crops 4) and initial weights, then trains the ViT and
+connector alone, on images only; the decoder keeps its initial weights. `make train-tiny` runs this, then the
+trainer on the same folder.
 
 The objective: a throw-away linear probe reads every pooled cell of every crop (the thumbnail and each tile, as
 `preprocess` cuts them; 6 x 6 cells at 168 px) and must name the shape that covers it (colour and kind, or

@@ -168,11 +168,13 @@ def _place(rng: random.Random, width: int, height: int, sides: list[int]) -> lis
     return boxes
 
 
-def scene_with(rng: random.Random, n_shapes: int, group: int = 1) -> Scene:
+def scene_with(rng: random.Random, n_shapes: int, group: int = 1,
+               looks: list[tuple[str, str]] | None = None) -> Scene:
     """A random scene of `n_shapes` shapes, the first `group` of them of one kind and one colour (group 1:
-    every shape's kind and colour drawn independently, which may still repeat by chance). Size, background
-    and layout are drawn as the task says; a layout that does not fit is redrawn."""
-    assert 1 <= group <= n_shapes <= MAX_SHAPES
+    every shape's kind and colour drawn independently, which may still repeat by chance), or, given `looks`,
+    of those (kind, colour) pairs. Size, background and layout are drawn as the task says; a layout that does
+    not fit is redrawn."""
+    assert 1 <= group <= n_shapes <= MAX_SHAPES and (looks is None or len(looks) == n_shapes)
     while True:
         width, height = rng.randint(MIN_SIDE, MAX_SIDE), rng.randint(MIN_SIDE, MAX_SIDE)
         short = min(width, height)
@@ -182,8 +184,9 @@ def scene_with(rng: random.Random, n_shapes: int, group: int = 1) -> Scene:
         if boxes is not None:
             break
     background = BACKGROUNDS[rng.choice(list(BACKGROUNDS))]
-    same = (rng.choice(SHAPES), rng.choice(list(COLORS)))
-    looks = [same] * group + [(rng.choice(SHAPES), rng.choice(list(COLORS))) for _ in range(n_shapes - group)]
+    if looks is None:
+        same = (rng.choice(SHAPES), rng.choice(list(COLORS)))
+        looks = [same] * group + [(rng.choice(SHAPES), rng.choice(list(COLORS))) for _ in range(n_shapes - group)]
     return Scene(width, height, background, [Shape(kind, color, box) for (kind, color), box in zip(looks, boxes)])
 
 

@@ -22,6 +22,7 @@ from minivlm.tiny.eval import evaluate, format_table
 
 TINY = DEMO_DIR
 RECIPE = Path(minivlm.__file__).parent / "train" / "recipes" / "tiny.json"
+COUNTING_RECIPE = RECIPE.with_name("tiny-counting.json")
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
          "preprocessor_config.json", "processor_config.json", "generation_config.json", "chat_template.jinja",
          "example.png")
@@ -117,22 +118,33 @@ def test_evaluation_breakdown(scores):
 
 def test_training_steps_lower_the_loss(tmp_path):
     """`make train-tiny` in miniature, on a very small model: stage 0 (`minivlm.tiny.pretrain`), then the
-    paper's stages through the general trainer and the tiny recipe. Every stage's loss goes down and the
-    trainer's folder loads like any checkpoint."""
+    paper's stages through the general trainer and the tiny recipe (ViT and connector frozen: bit-identical),
+    then the counting recipe (everything trained). Every stage's loss goes down and each folder the trainer
+    writes loads like any checkpoint."""
     import csv
 
+    from safetensors.torch import load_file
     from minivlm.tiny.pretrain import pretrain
     from minivlm.train.__main__ import main
 
     sizes = Sizes(vision_width=32, vision_layers=3, text_width=32, text_layers=1, text_heads=2, text_kv_heads=1)
     probe = pretrain(tmp_path / "start", steps=8, sizes=sizes, batch_size=4, progress=False)
     assert sum(probe[-3:]) < sum(probe[:3]), probe
-    main(["--recipe", str(RECIPE), "--model", str(tmp_path / "start"), "--out", str(tmp_path / "run"),
-          "--batch-size", "4", "--lr", "5e-3", "--dtype", "float32", "--set", "progress=false", "--set", "val.every=0",
-          *sum((["--set", f"stages.{i}.steps=8"] for i in range(4)), [])])
-    rows = list(csv.DictReader((tmp_path / "run" / "losses.csv").open()))
+    common = ["--batch-size", "4", "--lr", "5e-3", "--dtype", "float32", "--set", "progress=false",
+              "--set", "val.every=0"]
+    main(["--recipe", str(RECIPE), "--model", str(tmp_path / "start"), "--out", str(tmp_path / "run"), *common,
+          *sum((["--set", f"stages.{i}.steps=8"] for i in range(3)), [])])
+    main(["--recipe", str(COUNTING_RECIPE), "--model", str(tmp_path / "run"), "--out", str(tmp_path / "counting"),
+          *common, "--set", "stages.0.steps=8"])
+    rows = [r for run in ("run", "counting") for r in csv.DictReader((tmp_path / run / "losses.csv").open())]
     assert len(rows) == 32
-    for stage in ("alignment", "instruct-single", "instruct-mixed", "instruct-counts-left"):
+    for stage in ("alignment", "instruct-single", "instruct-mixed", "instruct-counting"):
         losses = [float(r["loss"]) for r in rows if r["stage"] == stage]
         assert len(losses) == 8 and sum(losses[-3:]) < sum(losses[:3]), (stage, losses)
-    minivlm.load(tmp_path / "run", check_weights=True)  # what it saved is a loadable checkpoint
+    start, run, counting = (load_file(tmp_path / name / "model.safetensors") for name in ("start", "run", "counting"))
+    vision = [k for k in start if k.startswith("model.vision_model.")]  # the ViT and the connector
+    assert vision and all(torch.equal(start[k], run[k]) for k in vision)  # tiny.json: frozen, bit for bit
+    assert not any(torch.equal(start[k], run[k]) for k in start if k not in vision)  # the decoder learns
+    assert sum(not torch.equal(run[k], counting[k]) for k in vision) >= 0.5 * len(vision)  # tiny-counting: all learn
+    for name in ("run", "counting"):
+        minivlm.load(tmp_path / name, check_weights=True)  # what it saved is a loadable checkpoint

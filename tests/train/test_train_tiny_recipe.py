@@ -1,5 +1,6 @@
 """The demo model is trained by the general trainer: `minivlm.tiny.pretrain` (stage 0, here 0 steps: the random
-start) then `python -m minivlm.train --recipe minivlm/train/recipes/tiny.json`, through the paper's stages."""
+start) then `python -m minivlm.train --recipe minivlm/train/recipes/tiny.json`, through the paper's stages (and
+tiny-counting.json after it: tests/tiny/test_tiny_model.py runs the chain)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def test_a_few_dozen_steps_of_the_tiny_recipe_lower_the_loss(tmp_path):
           "--steps", "20", "--batch-size", "4", "--dtype", "float32", "--set", "progress=false", "--set", "val.every=10",
           "--set", "val.samples=4"])
     rows = read_losses(tmp_path / "run")
-    assert [r["stage"] for r in rows] == (["alignment"] * 2 + ["instruct-single"] * 3 + ["instruct-mixed"] * 10
-                                          + ["instruct-counts-left"] * 5)  # 600 : 1,400 : 4,000 : 2,000
+    assert [r["stage"] for r in rows] == (["alignment"] * 2 + ["instruct-single"] * 5
+                                          + ["instruct-mixed"] * 13)  # 600 : 1,400 : 4,000
     losses = [float(r["loss"]) for r in rows]
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:3]) / 3
     assert [bool(r["val_loss"]) for r in rows] == [i in (9, 19) for i in range(20)]
@@ -35,7 +36,7 @@ def test_a_few_dozen_steps_of_the_tiny_recipe_lower_the_loss(tmp_path):
                         max_new_tokens=3).token_ids
 
 
-@pytest.mark.parametrize("name", ["tiny.json", "jina-vlm-finetune.json"])
+@pytest.mark.parametrize("name", ["tiny.json", "tiny-counting.json", "jina-vlm-finetune.json"])
 def test_shipped_recipes_read_and_take_the_command_line(name, tmp_path):
     from minivlm.train.__main__ import parse_args
 
