@@ -90,6 +90,14 @@ def _window_px(cfg: ModelConfig) -> tuple[int, int]:
     return cfg.vision.crop_size - margin, margin
 
 
+def _tile_layout(tiling: tuple[int, int], cfg: ModelConfig) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """The canvas the image is resized to for `tiling` (height, width) and each tile's top-left corner on it,
+    row by row: tiles are crop_size squares one window apart, so neighbours overlap by the margins."""
+    window, margin = _window_px(cfg)
+    canvas = (window * tiling[0] + margin, window * tiling[1] + margin)
+    return canvas, [(window * r, window * c) for r in range(tiling[0]) for c in range(tiling[1])]
+
+
 def tiling_candidates(max_crops: int) -> torch.Tensor:
     """Every (rows, cols) grid with rows * cols <= max_crops, ordered by (tiles, rows): [candidates, 2] int64.
 
@@ -164,13 +172,10 @@ def crop_boxes(width: int, height: int, cfg: ModelConfig) -> list[tuple[float, f
     """Where each crop of `tile_image` lies in the image, as fractions (top, left, bottom, right): the thumbnail
     (the whole image) first, then the tiles row by row. A tile's box is its window on the resized canvas, whose
     sides map proportionally onto the image's (both resizes stretch, corner to corner)."""
-    tiling = choose_tiling(*smart_resize(height, width, cfg), cfg)
-    window, margin = _window_px(cfg)
+    (canvas_h, canvas_w), corners = _tile_layout(choose_tiling(*smart_resize(height, width, cfg), cfg), cfg)
     side = cfg.vision.crop_size
-    canvas_h, canvas_w = window * tiling[0] + margin, window * tiling[1] + margin
-    return [(0.0, 0.0, 1.0, 1.0)] + [
-        (window * r / canvas_h, window * c / canvas_w, (window * r + side) / canvas_h, (window * c + side) / canvas_w)
-        for r in range(tiling[0]) for c in range(tiling[1])]
+    return [(0.0, 0.0, 1.0, 1.0)] + [(y / canvas_h, x / canvas_w, (y + side) / canvas_h, (x + side) / canvas_w)
+                                     for y, x in corners]
 
 
 def _resize(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -252,11 +257,10 @@ def tile_image(pixels: np.ndarray, cfg: ModelConfig, ids: ImageTokenIds) -> Tile
     chw = torch.from_numpy(pixels).permute(2, 0, 1).float()  # [3, H, W]
     small = _resize(chw, resized).round().clamp(0, 255).to(torch.uint8).float() / 255  # [3, h, w] in [0, 1]
 
-    window, margin = _window_px(cfg)
+    canvas_hw, corners = _tile_layout(tiling, cfg)
     s = cfg.vision.crop_size
-    canvas = _to_model_range(_resize(small, (window * tiling[0] + margin, window * tiling[1] + margin)))
-    tiles = [canvas[:, window * r:window * r + s, window * c:window * c + s]  # [3, 378, 378]
-             for r in range(tiling[0]) for c in range(tiling[1])]
+    canvas = _to_model_range(_resize(small, canvas_hw))
+    tiles = [canvas[:, y:y + s, x:x + s] for y, x in corners]  # [3, 378, 378] each
     thumbnail = _to_model_range(_resize(small, (s, s)))  # the whole image, squashed to one crop
     patches = _patchify(torch.stack([thumbnail, *tiles]), cfg.vision.patch_size)  # [crops, 729, 588]
 
