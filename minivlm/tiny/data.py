@@ -126,8 +126,8 @@ def counts_and_left_record(rng: random.Random, turns: int = 8) -> dict:
 
 def count_scene(rng: random.Random) -> Scene:
     """2-4 shapes, 2 or more of them of one kind (all of one colour, or each of any colour), the rest of other
-    kinds. Counting by kind is what the demo model got wrong most, "2" above all: under `training_scene` only 8%
-    of the count-by-kind answers are 2 (43% are 0), under the task's own draw 14%."""
+    kinds. Counting by kind is what the model after tiny.json got wrong most, "2" above all: under
+    `training_scene` only 8% of the count-by-kind answers are 2 (43% are 0), under the task's own draw 14%."""
     n = rng.randint(2, tiny_task.MAX_SHAPES)
     k = rng.randint(2, n)
     kind = rng.choice(tiny_task.SHAPES)
