@@ -120,10 +120,10 @@ class Conversation:
                                features=None if features is None else features[crops],
                                earlier_ids=torch.tensor([ids[:reuse]], dtype=torch.long, device=vlm.device))
         finally:  # also on Ctrl-C: keep what was answered, so the conversation can go on
+            if answer:  # before the flush: a second Ctrl-C arriving in on_text must not lose the turn
+                self._commit(messages, all_images, features, ids, answer)
             if on_text is not None:
                 on_text(stream.flush())
-            if answer:
-                self._commit(messages, all_images, features, ids, answer)
         timings = {**out.timings, "ttft_s": out.timings["ttft_s"] + vision_s, "vision_s": vision_s,
                    "prefill_tokens": float(len(ids) - reuse)}
         return GenerationResult(token_ids=answer, text=self.messages[-1]["content"], prompt_tokens=len(ids),

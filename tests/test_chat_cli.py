@@ -25,15 +25,16 @@ def test_scripted_conversation_answers_the_demo_questions(tmp_path):
 def test_ctrl_c_stops_the_answer_and_the_conversation_goes_on(monkeypatch, capsys):
     """Ctrl-C while the first answer streams: the answer stops, and the next question is answered from the same
     image, which the conversation kept ("What shape is red?" needs it: the red triangle)."""
-    asked, real_ask = [], Conversation.ask
+    asked, images_kept, real_ask = [], [], Conversation.ask
 
     def ask(self, text, images=(), on_text=None, **settings):
         asked.append(text)
-        if len(asked) == 1:  # the first question: Ctrl-C arrives with the first streamed piece
+        if len(asked) == 1:  # the first question: Ctrl-C arrives with the first streamed piece (and the flush)
             def stop(piece):
                 on_text(piece)
                 raise KeyboardInterrupt
             return real_ask(self, text, images, stop, **settings)
+        images_kept.append(len(self.images) + len(images))  # what the second question is answered from
         return real_ask(self, text, images, on_text, **settings)
 
     monkeypatch.setattr(Conversation, "ask", ask)
@@ -42,3 +43,4 @@ def test_ctrl_c_stops_the_answer_and_the_conversation_goes_on(monkeypatch, capsy
     assert chat.main(["--max-new-tokens", "5"]) == 0
     assert capsys.readouterr().out.splitlines() == ["green [stopped]", "triangle"]
     assert asked == ["What color is the circle?", "What shape is red?"]
+    assert images_kept == [1]  # the interrupted turn's image, not a lucky guess from the question alone
