@@ -25,8 +25,8 @@ def test_a_few_dozen_steps_of_the_tiny_recipe_lower_the_loss(tmp_path):
           "--steps", "20", "--batch-size", "4", "--dtype", "float32", "--set", "progress=false", "--set", "val.every=10",
           "--set", "val.samples=4"])
     rows = read_losses(tmp_path / "run")
-    assert [r["stage"] for r in rows] == (["alignment"] * 2 + ["instruct-single"] * 5
-                                          + ["instruct-mixed"] * 13)  # 600 : 1,400 : 4,000
+    assert [r["stage"] for r in rows] == (["alignment"] * 3 + ["instruct-single"] * 6
+                                          + ["instruct-mixed"] * 11)  # 600 : 1,000 : 2,000
     losses = [float(r["loss"]) for r in rows]
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:3]) / 3
     assert [bool(r["val_loss"]) for r in rows] == [i in (9, 19) for i in range(20)]
