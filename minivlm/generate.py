@@ -56,6 +56,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
                    help=f"refuse larger images (default {MAX_IMAGE_PIXELS:,}; 0 = no limit)")
     p.add_argument("--check-weights", action="store_true", help="check every tensor for NaN/Inf while loading")
+    p.add_argument("--compile", action="store_true",
+                   help="run the ViT's blocks through torch.compile: the first image compiles (tens of seconds), "
+                        "later ones run faster (chat, many questions)")
     p.add_argument("--verbose", action="store_true", help="say which folder, dtype and thread count are used")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
 
@@ -164,7 +167,7 @@ def load_model(args: argparse.Namespace):
     from .vlm import choose_dtype, load
 
     folder = resolve_model(args.model, args.revision)
-    vlm = load(folder, dtype=args.dtype, device=args.device, check_weights=args.check_weights)
+    vlm = load(folder, dtype=args.dtype, device=args.device, check_weights=args.check_weights, compile=args.compile)
     if args.max_crops is not None:
         vlm.cfg = with_max_crops(vlm.cfg, args.max_crops)
     threads = args.threads or default_threads(sum(t.numel() for t in vlm.weights.values()))

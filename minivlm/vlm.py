@@ -335,14 +335,15 @@ def choose_dtype(dtype: str | torch.dtype, checkpoint_dir: str | Path,
 
 
 def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu",
-         check_weights: bool = False, revision: str | None = None) -> VLM:
+         check_weights: bool = False, revision: str | None = None, compile: bool = False) -> VLM:
     """Load an official-format Jina-VLM checkpoint: a folder (config.json, model.safetensors, tokenizer.json,
     ...), "minivlm-tiny" (the demo model shipped inside the package) or a Hugging Face id such as
     "jinaai/jina-vlm" (downloaded once into the Hugging Face cache, at `revision` if given; needs
     huggingface_hub).
 
     dtype: "auto" (the default: the stored dtype where the device runs it natively, else float32), "float32",
-    "bfloat16", or a torch.dtype.
+    "bfloat16", or a torch.dtype. compile: run the ViT's blocks through torch.compile (minivlm.accel.compiled_vit;
+    the first image compiles for tens of seconds, each later one runs faster).
     """
     device = check_device(device)
     root = resolve_checkpoint(path, revision)
@@ -350,7 +351,7 @@ def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torc
     dtype = check_dtype(choose_dtype(dtype, root, device)[0])
     tokenizer = Tokenizer(root)
     weights = load_weights(root, cfg, dtype=dtype, device=device, check_finite=check_weights)
-    accel.install_for(device, dtype)
+    accel.install_for(device, dtype, compile)
     template, template_source = find_chat_template(root)
     return VLM(cfg, weights, tokenizer, template, generation_stop_ids(root, tokenizer.eos_id), device, dtype,
                chat_template_source=template_source)

@@ -78,6 +78,13 @@ def test_a_placeholder_written_in_the_prompt_places_the_image():
     assert done.stdout == "green\n"
 
 
+def test_compile_option_gives_the_same_answer():
+    """--compile runs the ViT's blocks compiled (minivlm/accel/compiled_vit.py, tested there): same answer."""
+    done = run_demo("--prompt", "What shape is red?", "--compile")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "triangle\n"
+
+
 def test_verbose_dtype_threads_and_the_greedy_note():
     done = run_demo("--prompt", "What color is the circle?", "--verbose", "--top-k", "5", "--seed", "3")
     assert done.returncode == 0, done.stderr

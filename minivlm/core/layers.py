@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# linear(x, weight, bias) and decode_attention(q [B, Hkv, G, D], k, v, scale): a result, or None = "not mine".
-hooks = SimpleNamespace(linear=None, decode_attention=None)
+# linear(x, weight, bias), decode_attention(q [B, Hkv, G, D], k, v, scale) and vit_block(x, w, i, cfg) (a whole
+# ViT block, `vit.vit_block`'s arguments): a result, or None = "not mine".
+hooks = SimpleNamespace(linear=None, decode_attention=None, vit_block=None)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

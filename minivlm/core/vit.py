@@ -25,7 +25,7 @@ from torch import Tensor
 
 from . import patch_embed
 from .config import VisionConfig
-from .layers import attention, layer_norm, linear
+from .layers import attention, hooks, layer_norm, linear
 
 PREFIX = "model.vision_model."
 
@@ -80,13 +80,19 @@ def vit_features(patches: Tensor, w: dict[str, Tensor], cfg: VisionConfig,
                  run_block: Callable[[Tensor, int], Tensor] | None = None) -> Tensor:
     """patches [crops, 729, 588] -> selected block outputs, concatenated: [crops, 729, width · len(vit_layers)].
 
-    `run_block(x, i)`: how block i runs, `vit_block` on `w` by default (the trainer passes its block modules).
+    `run_block(x, i)`: how block i runs, `vit_block` on `w` by default (the trainer passes its block modules);
+    without one, an installed `hooks.vit_block` (minivlm.accel: the same block, compiled) may run it instead.
     """
     selected = cfg.selected_blocks  # (24, 18) real, (7, 1) in the tiny fixture
     x = patch_embed.embed_patches(patches, w)
     outputs = {}
     for i in range(max(selected) + 1):  # blocks after the deepest selected one never influence the answer
-        x = run_block(x, i) if run_block is not None else vit_block(x, w, i, cfg)
+        if run_block is not None:
+            x = run_block(x, i)
+        elif hooks.vit_block is None or (fast := hooks.vit_block(x, w, i, cfg)) is None:
+            x = vit_block(x, w, i, cfg)
+        else:
+            x = fast
         if i in selected:
             outputs[i] = x
     features = torch.cat([outputs[i] for i in selected], dim=-1)  # [crops, 729, 2·width]
