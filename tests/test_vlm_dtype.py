@@ -47,7 +47,8 @@ def test_auto_on_a_bfloat16_checkpoint_follows_the_cpu(bf16_checkpoint, monkeypa
 
 
 def test_load_accepts_a_name(bf16_checkpoint, monkeypatch):
-    monkeypatch.setattr(minivlm.vlm.accel, "install_for", lambda device, dtype, compile=False: None)  # the kernels are not tested here
+    # the kernels are not tested here
+    monkeypatch.setattr(minivlm.vlm.accel, "install_for", lambda device, dtype, compile=False: None)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert minivlm.load(bf16_checkpoint).dtype == torch.float32

@@ -16,7 +16,10 @@ def install_for(device: torch.device, dtype: torch.dtype, compile: bool = False)
     compiled ViT blocks if `compile` (else take them out: the last model loaded decides)."""
     from . import compiled_vit
 
-    compiled_vit.install() if compile else compiled_vit.uninstall()
+    if compile:
+        compiled_vit.install()
+    else:
+        compiled_vit.uninstall()
     if device.type == "cpu" and dtype == torch.bfloat16:
         from . import cpu_decode
 
