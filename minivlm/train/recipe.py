@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 GROUPS = ("vision", "connector", "decoder", "embeddings")
+ATTENTION_BACKENDS = ("math", "flash_attention", "efficient_attention", "cudnn_attention")  # torch's SDPBackend names
 
 DEFAULTS: dict = {
     "model": None,  # checkpoint folder to start from (--model)
@@ -35,10 +36,12 @@ DEFAULTS: dict = {
     "lora": {"rank": 0, "alpha": 16.0, "targets": ["attn.qkv_w", "attn.out", "ffn.up", "ffn.down"],
              "components": ["vision", "decoder"]},
     "activation_checkpointing": False,
+    "attention": None,  # SDPA backend while training: None (PyTorch picks) or "math", "flash_attention", ...
     "parallel": "ddp",  # under torchrun: "ddp" or "fsdp" (fully_shard per block)
     "max_length": None,  # tokens per sample; None: the model's max_sequence_length
     "max_crops": None,  # override the preprocessor's max_crops (fewer tokens per image)
-    "on_bad": "skip",  # bad records: "skip" (reported) or "error"
+    "on_bad": "skip",
+    "data_workers": 0,  # DataLoader worker processes drawing and encoding the next steps while one trains
     "save_every": 0,  # also write out/checkpoint-<step> every N steps (0: only at the end)
     "save_dtype": "float32",
     "final_train_state": True,  # also write out/train_state (to continue later); periodic checkpoints always have it
@@ -126,8 +129,13 @@ def check(recipe: dict) -> None:
         raise RecipeError("no model: pass --model DIR (or set 'model' in the recipe)")
     if recipe["dtype"] not in ("float32", "bfloat16"):
         raise RecipeError(f"dtype: expected float32 or bfloat16, found {recipe['dtype']!r}")
+    if not isinstance(recipe["data_workers"], int) or recipe["data_workers"] < 0:
+        raise RecipeError(f"data_workers: expected 0 or more processes, found {recipe['data_workers']!r}")
     if recipe["parallel"] not in ("ddp", "fsdp"):
         raise RecipeError(f"parallel: expected ddp or fsdp, found {recipe['parallel']!r}")
+    if recipe["attention"] is not None and recipe["attention"] not in ATTENTION_BACKENDS:
+        raise RecipeError(f"attention: expected null or one of {', '.join(ATTENTION_BACKENDS)}, "
+                          f"found {recipe['attention']!r}")
     for name in recipe["freeze"] + list(recipe["groups"]):
         if name not in GROUPS:
             raise RecipeError(f"unknown component {name!r}; components are {', '.join(GROUPS)}")

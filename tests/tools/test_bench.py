@@ -16,7 +16,7 @@ from minivlm.tools.flops import prompt_flops
 
 KEYS = {"vision_s", "ttft_s", "decode_tok_s", "bandwidth_gbps", "roofline_pct", "peak_rss_gb", "weight_gb",
         "matmul_tflops", "vision_flop", "ttft_flop", "vision_roofline_s", "ttft_roofline_s", "vision_roofline_pct",
-        "ttft_roofline_pct"}
+        "ttft_roofline_pct", "decode_probe_gbps", "roofline_pct_around"}
 
 
 def assert_compute_roofline_consistent(result: dict, config_dir) -> None:
@@ -38,6 +38,9 @@ def test_bench_on_a_checkpoint(capsys):
     assert KEYS <= set(result) and all(result[k] > 0 for k in KEYS)
     assert result["prompt_tokens"] > 400 and result["new_tokens"] == 4
     assert_compute_roofline_consistent(result, FIXTURE_DIR)
+    # one run: the decode's share of the bandwidth read around it, by the same bytes-per-token arithmetic
+    assert result["roofline_pct_around"] == pytest.approx(
+        100 * result["decode_tok_s"] * result["bytes_per_token_gb"] / result["decode_probe_gbps"])
 
 
 def test_bench_random_init_small_config(capsys):

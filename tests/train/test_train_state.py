@@ -77,3 +77,45 @@ def test_only_checkpoint_files_are_copied(tmp_path):
     copy_checkpoint_files(tmp_path / "start", tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "chat_template.jinja", "config.json", "modeling_jvlm.py", "tokenizer.json"]
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_attention_math_trains_as_pytorchs_pick_and_is_in_force(data, tmp_path, monkeypatch, checkpointing):
+    """`attention: "math"` (the demo model's counting recipe): every attention of the step, forward and the
+    recomputed forward of checkpointed blocks in the backward, runs with only the math backend enabled, and the
+    losses equal those of PyTorch's own pick to float32 rounding (1e-5: the two sum in other orders), the second
+    step's after an update from the first step's gradients. (Not the weights: AdamW's first steps move each weight
+    by about +-lr whatever its gradient's size, so a gradient near zero flips its step on a rounding.)"""
+    flash_enabled, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        flash_enabled.append(torch.backends.cuda.flash_sdp_enabled())
+        return sdpa(*args, **kwargs)
+
+    run = lambda name, *more: train(tmp_path / name, "--data", str(data), "--steps", "3",  # noqa: E731
+                                    "--set", f"activation_checkpointing={json.dumps(checkpointing)}", *more, *ARGS)
+    default = run("default")
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    math_rows = run("math", "--set", 'attention="math"')
+    assert flash_enabled and not any(flash_enabled)
+    assert [float(r["loss"]) for r in math_rows] == pytest.approx([float(r["loss"]) for r in default], rel=1e-5)
+
+
+def test_unknown_attention_backend_is_refused():
+    from minivlm.train.recipe import RecipeError, check
+
+    recipe = merge(DEFAULTS, {"model": "m", "attention": "fast"})
+    with pytest.raises(RecipeError, match="attention: expected null or one of math, flash_attention"):
+        check(recipe)
+
+
+def test_a_data_worker_process_gives_the_same_run_bit_for_bit(data, tmp_path):
+    """`data_workers` 1 (the default: the next steps are drawn and encoded in a background process) and 0 (in the
+    training loop) train on the same samples: the same losses and weights, bit for bit, and the same resumable
+    state after a checkpoint."""
+    runs = {n: train(tmp_path / str(n), "--data", str(data), "--steps", "3", "--set", f"data_workers={n}", *ARGS)
+            for n in (0, 1)}
+    timeless = lambda rows: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows]  # noqa: E731
+    assert timeless(runs[0]) == timeless(runs[1])
+    a, b = load_file(tmp_path / "0" / "model.safetensors"), load_file(tmp_path / "1" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
