@@ -47,6 +47,8 @@ from ..formats.processor import preprocess
 from ..formats.tokenizer import Tokenizer
 from ..formats.weights import save_weights
 from ..train import log
+from ..train.loop import attention_backend
+from ..train.recipe import ATTENTION_BACKENDS
 from . import task as tiny_task
 from .checkpoint import Sizes, init_weights, write_checkpoint_files
 from .data import training_scene
@@ -150,9 +152,11 @@ def lr_scale(step: int, steps: int) -> float:
 
 
 def pretrain(out: str | Path, steps: int = 3000, seed: int = 0, progress: bool = True, sizes: Sizes = Sizes(),
-             batch_size: int = 16) -> list[float]:
+             batch_size: int = 16, attention: str | None = None) -> list[float]:
     """Write the checkpoint folder `out` and run `steps` stage-0 steps; returns each step's probe loss.
-    With 0 steps, the folder holds the random start (e.g. for tests)."""
+    With 0 steps, the folder holds the random start (e.g. for tests). `attention`: the SDPA backend, as the
+    trainer's recipe field (`minivlm.train.loop.attention_backend`; "math": 40 steps in 17 s instead of 22-25 s on
+    the 2-core AMD EPYC); None lets PyTorch pick."""
     out = Path(out)
     write_checkpoint_files(out, sizes)
     cfg, tokenizer = load_config(out), Tokenizer(out)
@@ -174,11 +178,12 @@ def pretrain(out: str | Path, steps: int = 3000, seed: int = 0, progress: bool =
         batch = step_batch(step, seed, batch_size, tokenizer, cfg)
         for group in optimizer.param_groups:
             group["lr"] = LR * lr_scale(step, steps)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            features = encode_images(weights, cfg, batch["images"], batch["image_masks"])  # [crops, cells², width]
-            loss = probe_loss(features, probe, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with attention_backend(attention):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                features = encode_images(weights, cfg, batch["images"], batch["image_masks"])  # [crops, cells², width]
+                loss = probe_loss(features, probe, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, CLIP)
         optimizer.step()
         losses.append(loss.item())
@@ -208,8 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--crop", type=int, default=d.crop, help=f"crop side in pixels (default {d.crop})")
     p.add_argument("--margin", type=int, default=d.margin, help=f"overlap margin in patches (default {d.margin})")
     p.add_argument("--max-crops", type=int, default=d.max_crops, help=f"tiles at most (default {d.max_crops})")
+    p.add_argument("--attention", choices=ATTENTION_BACKENDS, help="SDPA backend (default: PyTorch picks)")
     args = p.parse_args(argv)
-    pretrain(args.out, args.steps, args.seed, sizes=Sizes(crop=args.crop, margin=args.margin, max_crops=args.max_crops))
+    pretrain(args.out, args.steps, args.seed, sizes=Sizes(crop=args.crop, margin=args.margin, max_crops=args.max_crops),
+             attention=args.attention)
 
 
 if __name__ == "__main__":

@@ -206,3 +206,22 @@ def test_pretrain_on_the_tiled_geometry_lowers_the_probe_loss(tmp_path):
     assert [(r["step"], r["stage"]) for r in rows] == [(str(i + 1), "0") for i in range(12)]
     assert [float(r["loss"]) for r in rows] == pytest.approx(losses, abs=1e-5)
     assert (tmp_path / stage0.LOSS_CURVE).is_file()
+
+
+def test_pretrain_with_math_attention_runs_math_only_and_gives_the_same_losses(tmp_path, monkeypatch):
+    """`attention="math"` (`--attention math`): every attention of the forward and backward runs with only the
+    math backend enabled, and the first steps' losses match PyTorch's own pick to bfloat16 rounding (autocast:
+    1e-2 relative, a few units of bfloat16's 2^-8; both start from the same weights and draws)."""
+    import torch
+
+    flash_enabled, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        flash_enabled.append(torch.backends.cuda.flash_sdp_enabled())
+        return sdpa(*args, **kwargs)
+
+    default = stage0.pretrain(tmp_path / "default", steps=2, batch_size=4, progress=False)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    math = stage0.pretrain(tmp_path / "math", steps=2, batch_size=4, progress=False, attention="math")
+    assert flash_enabled and not any(flash_enabled)
+    assert math == pytest.approx(default, rel=1e-2)
