@@ -55,7 +55,7 @@ def read_bandwidth_gbps(device: torch.device, gigabytes: float = 1.0, repeats: i
 def read_rate_gbps(tensor: torch.Tensor, repeats: int = 3) -> float:
     """GB/s of summing `tensor` (far larger than any cache), the best of `repeats`. On a tensor the model already
     holds (the LM head, 0.62 GB), a probe that allocates nothing, so it can sit right before and after each timed
-    decode without raising the peak memory: on a shared machine the bandwidth swings (30-56 GB/s within a minute
+    decode without raising the peak memory: on a shared machine the bandwidth swings (32-56 GB/s within minutes
     on the README's), and a probe minutes away from the decode may see another machine."""
     best = float("inf")
     for _ in range(repeats):

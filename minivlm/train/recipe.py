@@ -40,7 +40,7 @@ DEFAULTS: dict = {
     "parallel": "ddp",  # under torchrun: "ddp" or "fsdp" (fully_shard per block)
     "max_length": None,  # tokens per sample; None: the model's max_sequence_length
     "max_crops": None,  # override the preprocessor's max_crops (fewer tokens per image)
-    "on_bad": "skip",
+    "on_bad": "skip",  # bad records: "skip" (reported) or "error"
     "data_workers": 0,  # DataLoader worker processes drawing and encoding the next steps while one trains
     "save_every": 0,  # also write out/checkpoint-<step> every N steps (0: only at the end)
     "save_dtype": "float32",
