@@ -34,7 +34,8 @@ from .core.sampler import SamplingSettings, TextStream
 from .core.tokens import IMAGE_PLACEHOLDER
 from .formats.image_io import to_rgb_array
 from .formats.processor import preprocess
-from .vlm import GenerationResult, device_time, generate_ids
+from .devices import device_time
+from .vlm import GenerationResult, generate_ids
 
 if TYPE_CHECKING:
     from .vlm import VLM

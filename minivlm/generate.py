@@ -109,7 +109,8 @@ def check_model_args(args: argparse.Namespace) -> None:
     loading 5 GB."""
     from .core.config import MAX_CROPS_LIMIT
     from .core.sampler import SamplingSettings
-    from .vlm import SEED_RANGE, check_device
+    from .devices import check_device
+    from .vlm import SEED_RANGE
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
@@ -164,7 +165,8 @@ def default_threads(n_parameters: int) -> int | None:
 def load_model(args: argparse.Namespace):
     """The model the shared options describe: resolved, loaded in the chosen dtype, threads set."""
     from .core.config import with_max_crops
-    from .vlm import choose_dtype, load
+    from .devices import choose_dtype
+    from .vlm import load
 
     folder = resolve_model(args.model, args.revision)
     vlm = load(folder, dtype=args.dtype, device=args.device, check_weights=args.check_weights, compile=args.compile)

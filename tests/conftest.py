@@ -39,6 +39,25 @@ def case_id(case: dict) -> str:
     return case["name"]
 
 
+@pytest.fixture
+def record_flash_enabled(monkeypatch):
+    """A function that starts a spy on `F.scaled_dot_product_attention`: from then on each call records whether
+    the flash backend is enabled (False under `sdpa_kernel(SDPBackend.MATH)`) into the list it returns, and runs
+    the real function. Tests of the `attention` settings call it between the run with PyTorch's pick and theirs."""
+
+    def start() -> list[bool]:
+        flash_enabled, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+        def spy(*args, **kwargs):
+            flash_enabled.append(torch.backends.cuda.flash_sdp_enabled())
+            return sdpa(*args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+        return flash_enabled
+
+    return start
+
+
 @pytest.fixture(scope="session")
 def vlm() -> minivlm.VLM:
     return minivlm.load(FIXTURE_DIR)

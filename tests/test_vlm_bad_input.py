@@ -10,7 +10,8 @@ from PIL import Image
 
 import minivlm
 from minivlm.core.decoder import KVCache
-from minivlm.vlm import INITIAL_ANSWER_ROOM, check_device, check_dtype
+from minivlm.devices import check_device, check_dtype
+from minivlm.vlm import INITIAL_ANSWER_ROOM
 
 
 @pytest.mark.parametrize("bad, message", [

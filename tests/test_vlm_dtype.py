@@ -9,7 +9,7 @@ from conftest import FIXTURE_DIR
 from safetensors.torch import load_file, save_file
 
 import minivlm
-from minivlm.vlm import choose_dtype
+from minivlm.devices import choose_dtype
 
 CPU = torch.device("cpu")
 

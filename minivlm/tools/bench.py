@@ -39,7 +39,8 @@ from ..core.generation import encode_images
 from ..core.sampler import SamplingSettings
 from ..formats.config_json import load_config
 from ..generate import DTYPES
-from ..vlm import VLM, check_device, device_time, generate_ids, load
+from ..devices import check_device, device_time
+from ..vlm import VLM, generate_ids, load
 from .flops import prompt_flops
 from .random_init import random_init_batch, random_weights, synthetic_image
 

@@ -101,8 +101,6 @@ def test_probe_targets_line_up_with_every_crop(checkpoint_dir):
     """max_crops 4: images of different tile counts. `all_crops` keeps every crop `preprocess` makes (thumbnail,
     then tiles) and the probe's labels match each crop's own pixels: the thumbnail's cells as drawn, and on every
     crop, a cell that shows (almost) one colour is labelled with a shape of that colour, or background."""
-    import torch
-
     from minivlm.core.tiler import unpatchify
     from minivlm.formats.processor import preprocess
 
@@ -208,20 +206,12 @@ def test_pretrain_on_the_tiled_geometry_lowers_the_probe_loss(tmp_path):
     assert (tmp_path / stage0.LOSS_CURVE).is_file()
 
 
-def test_pretrain_with_math_attention_runs_math_only_and_gives_the_same_losses(tmp_path, monkeypatch):
+def test_pretrain_with_math_attention_runs_math_only_and_gives_the_same_losses(tmp_path, record_flash_enabled):
     """`attention="math"` (`--attention math`): every attention of the forward and backward runs with only the
     math backend enabled, and the first steps' losses match PyTorch's own pick to bfloat16 rounding (autocast:
     1e-2 relative, a few units of bfloat16's 2^-8; both start from the same weights and draws)."""
-    import torch
-
-    flash_enabled, sdpa = [], torch.nn.functional.scaled_dot_product_attention
-
-    def spy(*args, **kwargs):
-        flash_enabled.append(torch.backends.cuda.flash_sdp_enabled())
-        return sdpa(*args, **kwargs)
-
     default = stage0.pretrain(tmp_path / "default", steps=2, batch_size=4, progress=False)
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    flash_enabled = record_flash_enabled()
     math = stage0.pretrain(tmp_path / "math", steps=2, batch_size=4, progress=False, attention="math")
     assert flash_enabled and not any(flash_enabled)
     assert math == pytest.approx(default, rel=1e-2)

@@ -80,22 +80,16 @@ def test_only_checkpoint_files_are_copied(tmp_path):
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_attention_math_trains_as_pytorchs_pick_and_is_in_force(data, tmp_path, monkeypatch, checkpointing):
+def test_attention_math_trains_as_pytorchs_pick_and_is_in_force(data, tmp_path, record_flash_enabled, checkpointing):
     """`attention: "math"` (the demo model's counting recipe): every attention of the step, forward and the
     recomputed forward of checkpointed blocks in the backward, runs with only the math backend enabled, and the
     losses equal those of PyTorch's own pick to float32 rounding (1e-5: the two sum in other orders), the second
     step's after an update from the first step's gradients. (Not the weights: AdamW's first steps move each weight
     by about +-lr whatever its gradient's size, so a gradient near zero flips its step on a rounding.)"""
-    flash_enabled, sdpa = [], torch.nn.functional.scaled_dot_product_attention
-
-    def spy(*args, **kwargs):
-        flash_enabled.append(torch.backends.cuda.flash_sdp_enabled())
-        return sdpa(*args, **kwargs)
-
     run = lambda name, *more: train(tmp_path / name, "--data", str(data), "--steps", "3",  # noqa: E731
                                     "--set", f"activation_checkpointing={json.dumps(checkpointing)}", *more, *ARGS)
     default = run("default")
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    flash_enabled = record_flash_enabled()
     math_rows = run("math", "--set", 'attention="math"')
     assert flash_enabled and not any(flash_enabled)
     assert [float(r["loss"]) for r in math_rows] == pytest.approx([float(r["loss"]) for r in default], rel=1e-5)
