@@ -118,7 +118,8 @@ class StepSamples(torch.utils.data.Dataset):
     With `data_workers` > 0, DataLoader worker processes draw and encode the next steps (rendering, tiling,
     tokenizing) while this one trains. The samples are the same as without: each draw has its own seed
     (`step_draws`) and the encoding is deterministic. Worth it where cores are spare (beside a GPU); on a 2-core
-    AMD EPYC CPU the worker competes with the step's own threads (40 counting steps: 40 s with one worker, 33 s without)."""
+    AMD EPYC CPU the worker competes with the step's own threads (40 counting steps: 40 s with one worker, 33 s
+    without)."""
 
     def __init__(self, recipe: dict, stages: list, encoder: Encoder, rank: int, world: int, start: int):
         self.recipe, self.stages, self.encoder, self.rank, self.world, self.start = \
