@@ -31,7 +31,7 @@ from jinja2 import TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from ..core.tokens import IMAGE_PLACEHOLDER
-from .config_json import read_json
+from .files import read_json
 from .files import not_a_file
 from .processor import PromptError, check_text
 

@@ -5,163 +5,27 @@ holding attn_config, ffn_config and lnorm_config; the connector under vision_con
 We read only what changes the forward pass into the three small frozen dataclasses of `core.config`, and we *refuse* every value
 we do not implement, naming the field, the value and what is supported. A missing key is an error too:
 the official class defaults (eps 1e-5, a CLS token, 12 layers...) are not the release's values, so guessing
-would silently build a different model.
+would silently build a different model. Each field is read through `config_fields.Section`, whose errors name
+the file, the field's path and the value.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
-from typing import Any
 
-from ..core.config import MAX_CROPS_LIMIT, ModelConfig, PreprocessorConfig, TextConfig, VisionConfig
-from .files import not_a_file
-
-
-class ConfigError(ValueError):
-    """A checkpoint's configuration is missing a field or asks for something minivlm does not implement."""
+from ..core.config import ModelConfig, PreprocessorConfig, TextConfig, VisionConfig
+from .config_fields import SIZE_LIMITS, ConfigError, Section, check_limit
+from .files import read_json
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Sanity bounds
-#
-# Sizes past these are not a model but a damaged or hostile file: refused while reading, they never reach code
-# that enumerates layers or allocates per unit (10^9 layers would hang building the list of expected tensors).
-# Each bound is far above any released model (the largest known in brackets), so no real checkpoint is refused.
-SIZE_LIMITS = {
-    "n_layers": 1024,  # layers of one stack [126: Llama-3.1-405B; ViTs 27-80]
-    "hidden_size": 65_536,  # [16,384: Llama-3.1-405B]
-    "output_size": 65_536,  # the connector's output = the decoder's width
-    "size": 262_144,  # MLP inner width [53,248: Llama-3.1-405B]
-    "n_heads": 1024,  # [128]
-    "n_kv_heads": 1024,
-    "head_dim": 1024,  # [256: Gemma]
-    "vocab_size": 4_194_304,  # [262,144: Gemma 3]
-    "embedding_size": 4_194_304,
-    "additional_vocab_size": 65_536,  # [128: Jina-VLM's image tokens]
-    "max_sequence_length": 16_777_216,  # [10M: Llama 4 Scout]
-    "patch_size": 1024,  # [14-16]
-    "crop_size": 4096,  # [378; 896 in the largest ViT inputs]
-    "pooling_h": 64, "pooling_w": 64,  # [2]
-    "token_length_h": 4096, "token_length_w": 4096,  # pooled cells per crop side [14]
-    "max_crops": MAX_CROPS_LIMIT,  # the tiler's own limit (core/config.py says why)
-    "min_pixels": 1 << 26, "max_pixels": 1 << 26,  # 67 megapixels = 8192 x 8192 [1,003,520]: the tiler's float
-    #                                                resize holds 12 bytes per pixel
-}
-NUMBER_LIMITS = {
-    "eps": 0.1,  # a norm's epsilon [1e-6 .. 1e-5]
-    "rope_theta": 1e12,  # RoPE base [1e6; 5e8 in long-context models]
-}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Reading JSON with clear errors
-
-
-class _Section:
-    """A dict from config.json that knows its path, so every error names `file: a.b.c`."""
-
-    def __init__(self, data: dict, path: str, file: Path):
-        self.data, self.path, self.file = data, path, file
-
-    def _where(self, key: str) -> str:
-        return f"{self.file}: {self.path + '.' if self.path else ''}{key}"
-
-    def get(self, key: str) -> Any:
-        if key not in self.data:
-            raise ConfigError(f"{self._where(key)} is missing (minivlm never guesses a default)")
-        return self.data[key]
-
-    def section(self, key: str) -> "_Section":
-        value = self.get(key)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{self._where(key)} should be an object, found {value!r}")
-        return _Section(value, f"{self.path + '.' if self.path else ''}{key}", self.file)
-
-    def int(self, key: str) -> int:
-        """A positive integer within SIZE_LIMITS[key]."""
-        value = self.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{self._where(key)} should be a positive integer, found {value!r}")
-        check_limit(value, SIZE_LIMITS[key], self._where(key))
-        return value
-
-    def number(self, key: str) -> float:
-        """A positive finite number within NUMBER_LIMITS[key]."""
-        value = self.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{self._where(key)} should be a positive number, found {value!r}")
-        check_limit(value, NUMBER_LIMITS[key], self._where(key))
-        return float(value)
-
-    def flag(self, key: str, default: bool) -> bool:
-        """A JSON true/false (the string "false" is not one: bool("false") would be True)."""
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self._where(key)} should be true or false, found {value!r}")
-        return value
-
-    def expect(self, key: str, *supported: Any, missing_ok: bool = False) -> Any:
-        """The value must be one of `supported` (e.g. the pooling type minivlm implements)."""
-        if missing_ok and key not in self.data:
-            return supported[0]
-        value = self.get(key)
-        if value not in supported:
-            options = " or ".join(repr(s) for s in supported)
-            raise ConfigError(f"{self._where(key)} = {value!r} is not supported by minivlm (supported: {options})")
-        return value
-
-
-def check_limit(value: float, limit: float, where: str) -> None:
-    if value > limit:
-        raise ConfigError(f"{where} = {value!r} is beyond any real model (at most {limit:,}); "
-                          "a damaged or hand-edited config?")
-
-
-MAX_JSON_BYTES = 64 << 20  # the largest JSON of a checkpoint (tokenizer_config.json) is well under 1 MB
-
-
-def _not_a_json_number(text: str):
-    raise ValueError(f"{text} is not a number JSON allows (minivlm refuses NaN and Infinity)")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999 parses as inf
-        raise ValueError(f"{text} overflows a float (minivlm refuses NaN and Infinity)")
-    return value
-
-
-def read_json(path: Path, error: type[ValueError] | None = None) -> dict:
-    """A JSON object from a checkpoint file; errors (`error`, ConfigError by default) name the file."""
-    error = error or ConfigError
-    problem = not_a_file(path)
-    if problem:
-        raise error(f"{path} not found" if problem == "no such file" else f"{path}: {problem}")
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise error(f"{path}: {path.stat().st_size:,} bytes is not a checkpoint's JSON file "
-                    f"(at most {MAX_JSON_BYTES >> 20} MB)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_a_json_number,
-                          parse_float=_finite_float)
-    # ValueError: invalid JSON, a 5,000-digit integer, NaN; RecursionError: [[[[...]]]] nested too deep
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        reason = "nested too deeply" if isinstance(e, RecursionError) else e
-        raise error(f"{path} is not valid JSON: {reason}") from None
-    if not isinstance(data, dict):
-        raise error(f"{path} should hold a JSON object, found {type(data).__name__}")
-    return data
-
-
-def _check_norm(norm: _Section, kind: str, with_bias: bool) -> float:
+def _check_norm(norm: Section, kind: str, with_bias: bool) -> float:
     norm.expect("type", kind)
     norm.expect("with_affine", True)
     norm.expect("bias", with_bias)
     return norm.number("eps")
 
 
-def _check_attention(attn: _Section, on_heads_qk_norm: bool) -> None:
+def _check_attention(attn: Section, on_heads_qk_norm: bool) -> None:
     """Refuse attention variants that change the maths (qk norms, clipping, windows, custom scales)."""
     attn.expect("q_lnorm", on_heads_qk_norm)
     attn.expect("k_lnorm", on_heads_qk_norm)
@@ -175,7 +39,7 @@ def _check_attention(attn: _Section, on_heads_qk_norm: bool) -> None:
         attn.expect("qkv_lnorm_on_heads", True)
 
 
-def _check_ffn(ffn: _Section, activation: str, gated: bool, bias: bool) -> int:
+def _check_ffn(ffn: Section, activation: str, gated: bool, bias: bool) -> int:
     ffn.expect("activation_type", activation)
     ffn.expect("gated_activation", gated)
     ffn.expect("bias", bias)
@@ -183,13 +47,13 @@ def _check_ffn(ffn: _Section, activation: str, gated: bool, bias: bool) -> int:
     return ffn.int("size")
 
 
-def _check_block(block: _Section) -> None:
+def _check_block(block: Section) -> None:
     block.expect("postnorm", False)
     block.expect("attn_lscale_init", None, missing_ok=True)
     block.expect("ffn_lscale_init", None, missing_ok=True)
 
 
-def _vision_config(vc: _Section) -> VisionConfig:
+def _vision_config(vc: Section) -> VisionConfig:
     for key, value in [("use_cls_token", False), ("linear_patch_embedding", True), ("patch_embedding_bias", True),
                        ("use_absolute_positional_embeddings", True), ("pre_lnorm", False), ("n_channels", 3)]:
         vc.expect(key, value)
@@ -205,11 +69,11 @@ def _vision_config(vc: _Section) -> VisionConfig:
     image_size = vc.get("input_size")
     if not (isinstance(image_size, list) and len(image_size) == 2 and image_size[0] == image_size[1]
             and isinstance(image_size[0], int) and not isinstance(image_size[0], bool) and image_size[0] > 0):
-        raise ConfigError(f"{vc._where('input_size')} = {image_size!r}: square crops [n, n] expected")
-    check_limit(image_size[0], SIZE_LIMITS["crop_size"], vc._where("input_size"))
+        raise ConfigError(f"{vc.where('input_size')} = {image_size!r}: square crops [n, n] expected")
+    check_limit(image_size[0], SIZE_LIMITS["crop_size"], vc.where("input_size"))
     patch_size = vc.int("patch_size")
     if image_size[0] % patch_size:
-        raise ConfigError(f"{vc._where('input_size')} = {image_size}: not a whole number of "
+        raise ConfigError(f"{vc.where('input_size')} = {image_size}: not a whole number of "
                           f"{patch_size} px patches")
     n_layers = vc.int("n_layers")
     post_lnorm = vc.expect("post_lnorm", True, False)
@@ -217,10 +81,10 @@ def _vision_config(vc: _Section) -> VisionConfig:
     vit_layers = vc.get("vit_layers")
     if not isinstance(vit_layers, list) or not vit_layers or \
             not all(isinstance(i, int) and not isinstance(i, bool) for i in vit_layers):
-        raise ConfigError(f"{vc._where('vit_layers')} should be a non-empty list of integers, found {vit_layers!r}")
+        raise ConfigError(f"{vc.where('vit_layers')} should be a non-empty list of integers, found {vit_layers!r}")
     for i in vit_layers:
         if not -n_hidden_states <= i < n_hidden_states or i % n_hidden_states == n_layers:
-            raise ConfigError(f"{vc._where('vit_layers')} = {vit_layers}: index {i} does not name one of the "
+            raise ConfigError(f"{vc.where('vit_layers')} = {vit_layers}: index {i} does not name one of the "
                               f"{n_layers} block outputs (post_lnorm output is not supported)")
 
     conn = vc.section("vl_connector_config")
@@ -234,7 +98,7 @@ def _vision_config(vc: _Section) -> VisionConfig:
     projector_size = _check_ffn(conn.section("mlp_projector_config"), "silu", gated=True, bias=False)
     for key in ("pooling_h", "pooling_w"):
         if conn.int(key) > image_size[0] // patch_size:
-            raise ConfigError(f"{conn._where(key)} = {conn.get(key)}: larger than the crop's "
+            raise ConfigError(f"{conn.where(key)} = {conn.get(key)}: larger than the crop's "
                               f"{image_size[0] // patch_size} patches")
 
     return VisionConfig(
@@ -245,7 +109,7 @@ def _vision_config(vc: _Section) -> VisionConfig:
         pool_head_dim=pool_attn.int("head_dim"), projector_size=projector_size, output_size=vc.int("output_size"))
 
 
-def _text_config(tc: _Section) -> TextConfig:
+def _text_config(tc: Section) -> TextConfig:
     tc.expect("rope", True)
     tc.expect("normalize_input_embeds", False)
     tc.expect("rope_scaling", None, missing_ok=True)
@@ -262,7 +126,7 @@ def _text_config(tc: _Section) -> TextConfig:
     mlp_size = _check_ffn(block.section("ffn_config"), "silu", gated=True, bias=False)
     n_heads, n_kv_heads = attn.int("n_heads"), attn.int("n_kv_heads")
     if n_heads % n_kv_heads:
-        raise ConfigError(f"{attn._where('n_kv_heads')} = {n_kv_heads} does not divide n_heads = {n_heads}")
+        raise ConfigError(f"{attn.where('n_kv_heads')} = {n_kv_heads} does not divide n_heads = {n_heads}")
     return TextConfig(
         hidden_size=tc.int("hidden_size"), n_layers=tc.int("n_layers"), n_heads=n_heads, n_kv_heads=n_kv_heads,
         head_dim=attn.int("head_dim"), mlp_size=mlp_size, norm_eps=eps, rope_theta=tc.number("rope_theta"),
@@ -270,7 +134,7 @@ def _text_config(tc: _Section) -> TextConfig:
         additional_vocab_size=tc.int("additional_vocab_size"), max_sequence_length=tc.int("max_sequence_length"))
 
 
-def _preprocessor_config(pp: _Section, vision: VisionConfig) -> PreprocessorConfig:
+def _preprocessor_config(pp: Section, vision: VisionConfig) -> PreprocessorConfig:
     """The tiling settings; the crop geometry it repeats must be the ViT's (the one place minivlm keeps it)."""
     pp.expect("cropping_method", "overlap-and-resize")
     pp.expect("normalization_method", "minmax")
@@ -286,7 +150,7 @@ def _preprocessor_config(pp: _Section, vision: VisionConfig) -> PreprocessorConf
     pp.expect("random_interpolation", False, missing_ok=True)
     size = pp.get("base_input_size")
     if not (isinstance(size, list) and len(size) == 2 and size[0] == size[1] and isinstance(size[0], int)):
-        raise ConfigError(f"{pp._where('base_input_size')} = {size!r}: a square [n, n] crop size expected")
+        raise ConfigError(f"{pp.where('base_input_size')} = {size!r}: a square [n, n] crop size expected")
     if (size[0], pp.int("patch_size")) != (vision.crop_size, vision.patch_size):
         raise ConfigError(f"{pp.file}: crops of {size[0]} px in {pp.get('patch_size')} px patches "
                           f"do not match the ViT's {vision.crop_size} px / {vision.patch_size} px")
@@ -295,14 +159,14 @@ def _preprocessor_config(pp: _Section, vision: VisionConfig) -> PreprocessorConf
                           f"config.json's {vision.pool_h}x{vision.pool_w}")
     for key, expected in zip(("token_length_h", "token_length_w"), vision.pooled_grid):
         if pp.int(key) != expected:
-            raise ConfigError(f"{pp._where(key)} = {pp.get(key)}: the crop grid {vision.grid} pooled by "
+            raise ConfigError(f"{pp.where(key)} = {pp.get(key)}: the crop grid {vision.grid} pooled by "
                               f"{vision.pool_h}x{vision.pool_w} gives {expected}")
     margins = pp.get("overlap_margins")
     if not (isinstance(margins, list) and len(margins) == 2
             and all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in margins)):
-        raise ConfigError(f"{pp._where('overlap_margins')} = {margins!r}: two non-negative integers expected")
+        raise ConfigError(f"{pp.where('overlap_margins')} = {margins!r}: two non-negative integers expected")
     if sum(margins) >= vision.grid:
-        raise ConfigError(f"{pp._where('overlap_margins')} = {margins}: the margins leave nothing of a crop's "
+        raise ConfigError(f"{pp.where('overlap_margins')} = {margins}: the margins leave nothing of a crop's "
                           f"{vision.grid} patches")
     min_pixels, max_pixels = pp.int("min_pixels"), pp.int("max_pixels")
     if min_pixels > max_pixels:
@@ -318,7 +182,7 @@ def load_config(checkpoint_dir: str | Path) -> ModelConfig:
     if not config_file.exists():  # something else by that name (a folder, a FIFO): read_json says what
         raise ConfigError(f"{root} is not a checkpoint folder: it has no config.json (a Jina-VLM checkpoint holds "
                           "config.json, preprocessor_config.json, tokenizer.json and *.safetensors)")
-    top = _Section(read_json(config_file), "", config_file)
+    top = Section(read_json(config_file, ConfigError), "", config_file)
     top.expect("model_type", "jvlm")  # another architecture's checkpoint: say so, not "vision_config is missing"
     vision = _vision_config(top.section("vision_config"))
     text = _text_config(top.section("text_config"))
@@ -326,9 +190,9 @@ def load_config(checkpoint_dir: str | Path) -> ModelConfig:
         raise ConfigError(f"{config_file}: vision_config.output_size {vision.output_size} must equal "
                           f"text_config.hidden_size {text.hidden_size}")
     top.expect("tie_word_embeddings", False, missing_ok=True)
-    preprocessor = _preprocessor_config(_Section(read_json(pp_file), "", pp_file), vision)
+    preprocessor = _preprocessor_config(Section(read_json(pp_file, ConfigError), "", pp_file), vision)
     processor_file = root / "processor_config.json"
-    space = (_Section(read_json(processor_file), "", processor_file).flag("always_start_with_space", False)
+    space = (Section(read_json(processor_file, ConfigError), "", processor_file).flag("always_start_with_space", False)
              if processor_file.exists() else False)
     return ModelConfig(vision=vision, text=text, preprocessor=preprocessor, always_start_with_space=space)
 
@@ -338,7 +202,7 @@ def generation_stop_ids(checkpoint_dir: str | Path, eos_id: int | None) -> list[
     """The eos ids of generation_config.json when present, else the tokenizer's eos (`eos_id`)."""
     path = Path(checkpoint_dir) / "generation_config.json"
     if path.exists():
-        eos = read_json(path).get("eos_token_id")
+        eos = read_json(path, ConfigError).get("eos_token_id")
         is_id = lambda i: isinstance(i, int) and not isinstance(i, bool) and i >= 0  # noqa: E731 (True is an int)
         if is_id(eos):
             return [eos]

@@ -12,7 +12,7 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 
 from ..core.tokens import IMAGE_PLACEHOLDER, LAYOUT_TOKENS, ImageTokenIds
-from .config_json import read_json
+from .files import read_json
 from .files import not_a_file
 
 

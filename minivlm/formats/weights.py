@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..core import decoder, patch_embed, pooler, vit
 from ..core.config import ModelConfig
-from .config_json import read_json
+from .files import read_json
 from .files import not_a_file
 
 SINGLE_FILE = "model.safetensors"
