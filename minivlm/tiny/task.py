@@ -28,6 +28,7 @@ Everything is drawn from a `random.Random`, so a seed fixes the data.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import permutations
 
@@ -169,14 +170,20 @@ def _place(rng: random.Random, width: int, height: int, sides: list[int]) -> lis
 
 
 def scene_with(rng: random.Random, n_shapes: int, group: int = 1,
-               looks: list[tuple[str, str]] | None = None) -> Scene:
+               looks: list[tuple[str, str]] | None = None,
+               draw_size: Callable[[random.Random], tuple[int, int]] | None = None) -> Scene:
     """A random scene of `n_shapes` shapes, the first `group` of them of one kind and one colour (group 1:
     every shape's kind and colour drawn independently, which may still repeat by chance), or, given `looks`,
-    of those (kind, colour) pairs. Size, background and layout are drawn as the task says; a layout that does
-    not fit is redrawn."""
+    of those (kind, colour) pairs. Size, background and layout are drawn as the task says (the size by
+    `draw_size(rng)` -> (width, height) when given, for training data that over-draws some shapes of image);
+    a layout that does not fit is redrawn."""
     assert 1 <= group <= n_shapes <= MAX_SHAPES and (looks is None or len(looks) == n_shapes)
     while True:
-        width, height = rng.randint(MIN_SIDE, MAX_SIDE), rng.randint(MIN_SIDE, MAX_SIDE)
+        if draw_size is None:
+            width, height = rng.randint(MIN_SIDE, MAX_SIDE), rng.randint(MIN_SIDE, MAX_SIDE)
+        else:
+            width, height = draw_size(rng)
+            assert MIN_SIDE <= min(width, height) <= max(width, height) <= MAX_SIDE, (width, height)
         short = min(width, height)
         # Integer sides within [MIN_PCT, MAX_PCT] % of the shorter side (integer maths: no float rounding).
         lo, hi = (short * MIN_PCT + 99) // 100, short * MAX_PCT // 100

@@ -41,18 +41,25 @@ def check_record(record: dict) -> list[tuple[str, str]]:
     return turns
 
 
+def check_questions(record: dict, scene: Scene, qtypes: tuple[str, ...], turns: int = 8) -> list[tiny_task.QA]:
+    """`record` is a chat about `scene` (its image, drawn first from the record's rng) asking the task's own
+    questions of `qtypes` only, with the task's answers, no fact twice, as many facts as `turns` allows.
+    Returns the questions asked."""
+    asked = check_record(record)
+    assert record["images"][0].tobytes() == tiny_task.render(scene).tobytes()
+    qas = {(qa.question, qa.answer): qa for qa in tiny_task.questions(scene)}
+    assert all(turn in qas and qas[turn].qtype in qtypes for turn in asked), asked
+    wanted = {(qa.qtype, qa.about) for qa in qas.values() if qa.qtype in qtypes}
+    assert len(asked) == min(turns, len(wanted)) == len({(qas[t].qtype, qas[t].about) for t in asked}), \
+        "a fact asked twice, or too few asked"
+    return [qas[turn] for turn in asked]
+
+
 def test_question_records_ask_the_tasks_questions() -> None:
     for seed in range(40):
         record = tiny_data.question_record(random.Random(seed), turns=6)
-        turns = check_record(record)
         scene = tiny_data.training_scene(random.Random(seed))  # the record's scene: drawn first from its rng
-        assert record["images"][0].tobytes() == tiny_task.render(scene).tobytes()
-        qas = {(qa.question, qa.answer): qa for qa in tiny_task.questions(scene)}
-        assert all(turn in qas for turn in turns), turns
-        facts = [(qas[t].qtype, qas[t].about) for t in turns]
-        assert len(set(facts)) == len(facts), "a fact asked twice"
-        n_facts = len({(qa.qtype, qa.about) for qa in qas.values()})
-        assert len(turns) == min(6, n_facts)
+        check_questions(record, scene, tiny_task.QTYPES, turns=6)
 
 
 def test_counts_and_left_records_ask_only_those_types() -> None:
@@ -61,17 +68,8 @@ def test_counts_and_left_records_ask_only_those_types() -> None:
     seen = Counter()
     for seed in range(60):
         record = tiny_data.counts_and_left_record(random.Random(seed))
-        turns = check_record(record)
         scene = tiny_data.training_scene(random.Random(seed))
-        assert record["images"][0].tobytes() == tiny_task.render(scene).tobytes()
-        qas = {(qa.question, qa.answer): qa for qa in tiny_task.questions(scene)}
-        assert all(turn in qas for turn in turns), turns
-        types = [qas[t].qtype for t in turns]
-        assert set(types) <= {"count", "count_color", "left"}
-        assert len({(qas[t].qtype, qas[t].about) for t in turns}) == len(turns), "a fact asked twice"
-        wanted = {(qa.qtype, qa.about) for qa in qas.values() if qa.qtype in ("count", "count_color", "left")}
-        assert len(turns) == min(8, len(wanted))
-        seen.update(types)
+        seen.update(qa.qtype for qa in check_questions(record, scene, ("count", "count_color", "left")))
     assert min(seen[t] for t in ("count", "count_color", "left")) >= 20, seen
 
 
@@ -82,21 +80,31 @@ def test_count_records_ask_counts_about_scenes_with_two_or_more_of_a_kind() -> N
     answers, identical, mixed = Counter(), 0, 0
     for seed in range(150):
         record = tiny_data.count_record(random.Random(seed))
-        turns = check_record(record)
         scene = tiny_data.count_scene(random.Random(seed))  # the record's scene: drawn first from its rng
         check_geometry(scene)
-        assert record["images"][0].tobytes() == tiny_task.render(scene).tobytes()
+        asked = check_questions(record, scene, tiny_task.COUNT_TYPES)
         kinds = Counter(s.kind for s in scene.shapes)
         assert 2 <= len(scene.shapes) <= 4 and max(kinds.values()) >= 2
         identical += tiny_task.has_identical_shapes(scene)
         mixed += any(len({s.color for s in scene.shapes if s.kind == kind}) > 1 for kind in kinds if kinds[kind] >= 2)
-        qas = {(qa.question, qa.answer): qa for qa in tiny_task.questions(scene)}
-        assert all(turn in qas and qas[turn].qtype in tiny_task.COUNT_TYPES for turn in turns), turns
-        wanted = {(qa.qtype, qa.about) for qa in qas.values() if qa.qtype in tiny_task.COUNT_TYPES}
-        assert len(turns) == min(8, len(wanted)) == len({(qas[t].qtype, qas[t].about) for t in turns})
-        answers.update(qas[t].answer for t in turns if qas[t].qtype == "count" and qas[t].answer != "0")
+        answers.update(qa.answer for qa in asked if qa.qtype == "count" and qa.answer != "0")
     assert identical >= 40 and mixed >= 40, (identical, mixed)
     assert answers["2"] >= 0.4 * sum(answers.values()) and answers["3"] >= 20 and answers["4"] >= 5, answers
+
+
+def test_left_records_ask_left_on_wide_images_often() -> None:
+    """The counting stage's "left" source: task scenes (sizes within the task's range) that define a "left"
+    question, half of them more than twice as wide as tall (14 % of the task's images are), some as tall;
+    asked the task's own left, colour and shape questions only, no fact twice, "left" in every record."""
+    aspects = Counter()
+    for seed in range(150):
+        record = tiny_data.left_record(random.Random(seed))
+        scene = tiny_data.left_scene(random.Random(seed))  # the record's scene: drawn first from its rng
+        check_geometry(scene)
+        assert "left" in {qa.qtype for qa in check_questions(record, scene, ("left", "color", "shape"))}
+        w, h = scene.width, scene.height
+        aspects["wide" if w > 2 * h else "tall" if h > 2 * w else "other"] += 1
+    assert 0.4 <= aspects["wide"] / 150 <= 0.6 and aspects["tall"] >= 15 and aspects["other"] >= 30, aspects
 
 
 def test_first_turn_is_the_inference_prompt() -> None:
