@@ -133,11 +133,17 @@ def wide_size(rng: random.Random) -> tuple[int, int]:
     return rng.randint(2 * short + 1, tiny_task.MAX_SIDE), short
 
 
+def tall_size(rng: random.Random) -> tuple[int, int]:
+    """A `wide_size` drawn, transposed: more than twice as tall as wide."""
+    width, height = wide_size(rng)
+    return height, width
+
+
 def left_scene(rng: random.Random) -> Scene:
     """2-4 shapes that define a "left" question (as `training_scene`'s third part): on a `wide_size` image half
-    the time, on one as tall (the same drawn, transposed) a sixth of the time, else on one of the task's sizes."""
+    the time, on a `tall_size` one a sixth of the time, else on one of the task's sizes (`draw_size` None)."""
     r = rng.random()
-    draw_size = wide_size if r < 1 / 2 else (lambda rng: wide_size(rng)[::-1]) if r < 2 / 3 else None
+    draw_size = wide_size if r < 1 / 2 else tall_size if r < 2 / 3 else None
     while True:
         scene = tiny_task.scene_with(rng, rng.randint(2, 4), draw_size=draw_size)
         if any(qa.qtype == "left" for qa in tiny_task.questions(scene)):
