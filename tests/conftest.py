@@ -94,3 +94,16 @@ def features_for(vlm: minivlm.VLM, case: dict) -> tuple[dict, torch.Tensor]:
 
     sample = vlm.preprocess(case["prompt"], case_images(case))
     return sample, vit_features(sample["images"], vlm.weights, vlm.cfg.vision)
+
+
+def demo_answers(vlm: minivlm.VLM) -> list[list[int]]:
+    """Greedy token ids (8 at most) of four questions about the demo model's example image, which it tiles
+    (thumbnail + tiles): what the fast-path tests compare with the plain path."""
+    from minivlm.formats.image_io import open_image
+    from minivlm.tiny import DEMO_DIR
+
+    image = open_image(DEMO_DIR / "example.png")
+    questions = ("What color is the circle?", "How many triangles are there?", "What shape is red?",
+                 "Which is further left, the circle or the square?")
+    prompts = [vlm.render_chat([{"role": "user", "content": q}], 1) for q in questions]
+    return [vlm.generate(p, [image], max_new_tokens=8).token_ids for p in prompts]

@@ -1,6 +1,7 @@
 """Speed-ups kept outside the model: each plugs into `minivlm.core.layers.hooks` and can be switched off.
 
 - `cpu_decode`: the two memory-bound loops of bfloat16 decoding on CPU as small C++ kernels.
+- `fused_vit`: on CPU in bfloat16, the ViT's blocks with bias, GELU and residual adds inside oneDNN's products.
 - `compiled_vit`: the ViT's blocks through torch.compile (opt-in: `load(..., compile=True)`, `--compile`).
 
 The model in `minivlm.core` never imports this package; the loader (`minivlm.load`) calls `install_for`.
@@ -12,15 +13,27 @@ import torch
 
 
 def install_for(device: torch.device, dtype: torch.dtype, compile: bool = False) -> None:
-    """Install the speed-ups that apply to a model on `device` in `dtype` (none apply: nothing happens), and the
-    compiled ViT blocks if `compile` (else take them out: the last model loaded decides)."""
-    from . import compiled_vit
+    """Install the speed-ups that apply to a model on `device` in `dtype` (none apply: nothing happens): the
+    compiled ViT blocks if `compile`, else the fused ones on CPU in bfloat16 (the last model loaded decides)."""
+    from . import compiled_vit, fused_vit
 
+    compiled_vit.uninstall()
+    fused_vit.uninstall()
+    cpu_bfloat16 = device.type == "cpu" and dtype == torch.bfloat16
     if compile:
         compiled_vit.install()
-    else:
-        compiled_vit.uninstall()
-    if device.type == "cpu" and dtype == torch.bfloat16:
+    elif cpu_bfloat16:
+        fused_vit.install()
+    if cpu_bfloat16:
         from . import cpu_decode
 
         cpu_decode.install()
+
+
+def vit_blocks() -> str:
+    """Which ViT blocks run now: "compiled", "fused" or "plain" (for the bench's report)."""
+    from ..core import layers
+    from . import compiled_vit, fused_vit
+
+    return {compiled_vit._vit_block_hook: "compiled", fused_vit._vit_block_hook: "fused"}.get(layers.hooks.vit_block,
+                                                                                            "plain")

@@ -58,18 +58,22 @@ def unread_weights(cfg: VisionConfig) -> set[str]:
             or key.startswith(PREFIX + "layers.") and int(key.split(".")[3]) > deepest}
 
 
-def vit_block(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Tensor:
-    """One pre-norm block: x + Attn(LN(x)), then x + MLP(LN(x)). x: [crops, 729, width]."""
+def self_attention(h: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Tensor:
+    """Block i's heads over each crop's patches, before the out projection: h [crops, 729, width] (normed)."""
     p = f"{PREFIX}layers.{i}."
-    crops, n_tokens, width = x.shape
-
-    h = layer_norm(x, w[p + "attn_lnorm.weight"], w[p + "attn_lnorm.bias"], cfg.norm_eps)
+    crops, n_tokens, width = h.shape
     qkv_bias = torch.cat([w[p + "attn.q_b"], w[p + "attn.k_b"], w[p + "attn.v_b"]])
     qkv = linear(h, w[p + "attn.qkv_w.weight"], qkv_bias)  # [crops, 729, 3·width]
     qkv = qkv.view(crops, n_tokens, 3, cfg.n_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)  # [3, crops, heads, 729, 72]
     h = attention(qkv[0], qkv[1], qkv[2])  # full (non-causal) attention over the crop's patches
-    h = h.transpose(1, 2).reshape(crops, n_tokens, width)  # [crops, 729, width]
-    x = x + linear(h, w[p + "attn.out.weight"], w[p + "attn.out.bias"])
+    return h.transpose(1, 2).reshape(crops, n_tokens, width)  # [crops, 729, width]
+
+
+def vit_block(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Tensor:
+    """One pre-norm block: x + Attn(LN(x)), then x + MLP(LN(x)). x: [crops, 729, width]."""
+    p = f"{PREFIX}layers.{i}."
+    h = layer_norm(x, w[p + "attn_lnorm.weight"], w[p + "attn_lnorm.bias"], cfg.norm_eps)
+    x = x + linear(self_attention(h, w, i, cfg), w[p + "attn.out.weight"], w[p + "attn.out.bias"])
 
     h = layer_norm(x, w[p + "ffn_lnorm.weight"], w[p + "ffn_lnorm.bias"], cfg.norm_eps)
     h = F.gelu(linear(h, w[p + "ffn.up.weight"], w[p + "ffn.up.bias"]), approximate="tanh")

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..accel import cpu_decode, install_for
+from ..accel import cpu_decode, install_for, vit_blocks
 from ..core.batch import collate, to_device
 from ..core.config import ModelConfig
 from ..core.decoder import KVCache
@@ -246,6 +246,7 @@ def main(argv=None) -> dict:
         "threads": torch.get_num_threads(),
         "cpu_kernels": device.type == "cpu" and dtype == torch.bfloat16 and cpu_decode.available(),
         "compiled_vit": args.compile,
+        "vit_blocks": vit_blocks(),  # "fused" (oneDNN post-ops, CPU bfloat16), "compiled" or "plain"
         "prompt_tokens": int(batch["input_ids"].shape[1]),
         "crops": len(batch["images"]), "new_tokens": args.new_tokens, "repeat": args.repeat,
         "vision_s": vision_s,
@@ -302,6 +303,7 @@ def main(argv=None) -> dict:
     print(f"\nminivlm bench: {result['device']}, {args.dtype}, {result['prompt_tokens']} prompt tokens, "
           f"{args.new_tokens} new tokens, median of {args.repeat}"
           + (", CPU decoding kernels" if result["cpu_kernels"] else "")
+          + (", ViT blocks fused" if result["vit_blocks"] == "fused" else "")
           + (f", ViT compiled (warm-up with the compile: {compile_s:.1f} s)" if compile_s is not None else ""))
     for name, value in rows:
         print(f"  {name:<24} {value}")

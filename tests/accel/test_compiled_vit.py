@@ -3,13 +3,12 @@ features in float32, the same greedy tokens in bfloat16."""
 
 import pytest
 import torch
-from conftest import FIXTURE_DIR, IMAGE_CASES, assert_close, case_id, case_images, features_for, golden
+from conftest import FIXTURE_DIR, IMAGE_CASES, assert_close, case_id, case_images, demo_answers, features_for, golden
 
 import minivlm
 from minivlm.accel import compiled_vit
 from minivlm.core import layers
 from minivlm.core.vit import vit_features
-from minivlm.formats.image_io import open_image
 from minivlm.tiny import DEMO_DIR
 
 
@@ -58,14 +57,10 @@ def test_bfloat16_demo_model_answers_unchanged(count_blocks):
     """The demo model tiles the example (thumbnail + tiles): compiled and plain give the same answers."""
     vlm = minivlm.load(DEMO_DIR, dtype=torch.bfloat16, compile=True)
     calls = count_blocks()
-    image = open_image(DEMO_DIR / "example.png")
-    questions = ("What color is the circle?", "How many triangles are there?", "What shape is red?",
-                 "Which is further left, the circle or the square?")
-    prompts = [vlm.render_chat([{"role": "user", "content": q}], 1) for q in questions]
-    compiled = [vlm.generate(p, [image], max_new_tokens=8).token_ids for p in prompts]
-    assert len(calls) >= 4 * len(questions)  # the demo ViT's blocks, for every question
+    compiled = demo_answers(vlm)
+    assert len(calls) >= 4 * len(compiled)  # the demo ViT's blocks, for every question
     layers.hooks.vit_block = None
-    plain = [vlm.generate(p, [image], max_new_tokens=8).token_ids for p in prompts]
+    plain = demo_answers(vlm)
     assert compiled == plain
 
 
