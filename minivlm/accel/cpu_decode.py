@@ -41,6 +41,19 @@ ENABLED = os.environ.get("MINIVLM_CPU_KERNELS", "1") != "0"
 CFLAGS = ["-O3", "-mavx512f", "-mavx512bf16", "-fopenmp"]
 
 
+def rows_side_by_side(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
+    """How many weight rows the matrix-vector product reads at a time: 4 on Intel CPUs, 1 elsewhere (measured:
+    cpu_decode.cpp's comment; 1 where the vendor cannot be read)."""
+    try:
+        intel = "GenuineIntel" in cpuinfo.read_text(errors="replace")
+    except OSError:
+        intel = False
+    return 4 if intel else 1
+
+
+SIDE_BY_SIDE = rows_side_by_side()
+
+
 PYTHON_TAG = f"cp{sys.version_info[0]}{sys.version_info[1]}"
 
 
@@ -115,7 +128,7 @@ def handles_linear(x: Tensor, weight: Tensor) -> bool:
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """F.linear(x, weight, bias) for x [..., in] of at most MAX_ROWS rows (check `handles_linear` first)."""
     rows = x.reshape(-1, x.shape[-1]).contiguous()  # [M, in]
-    y = _kernels().gemv_bf16(rows, weight)  # float32 [M, out]
+    y = _kernels().gemv_bf16(rows, weight, SIDE_BY_SIDE)  # float32 [M, out]
     if bias is not None:
         y += bias.float()  # before the one rounding to bfloat16, as F.linear adds it
     return y.to(x.dtype).view(*x.shape[:-1], weight.shape[0])  # [..., out]

@@ -28,13 +28,14 @@ def kernels():
     return built
 
 
+@pytest.mark.parametrize("side_by_side", [1, 4])  # both ways of reading the weights, whatever this CPU picks
 @pytest.mark.parametrize("rows", [1, 2, 3, 8])
 @pytest.mark.parametrize("out_features, in_features", [(1, 32), (5, 64), (257, 96), (4096, 2048), (64, 6144)])
-def test_gemv_sums_equal_float64(kernels, rows, out_features, in_features):
+def test_gemv_sums_equal_float64(kernels, rows, out_features, in_features, side_by_side):
     g = torch.Generator().manual_seed(out_features * 31 + rows)
     x = torch.randn(rows, in_features, generator=g).bfloat16()
     w = (torch.randn(out_features, in_features, generator=g) * 0.02).bfloat16()
-    got = kernels.gemv_bf16(x, w)  # float32 [rows, out]
+    got = kernels.gemv_bf16(x, w, side_by_side)  # float32 [rows, out]
     exact = x.double() @ w.double().T
     scale = x.double().abs() @ w.double().abs().T  # the size of what was summed
     assert got.dtype == torch.float32 and got.shape == (rows, out_features)
@@ -117,3 +118,18 @@ def test_generation_with_and_without_the_kernels(kernels, monkeypatch, model_dir
         plain = vlm.generate(prompt, images, max_new_tokens=8, stop_ids=[], return_logits=True)
         assert fast.token_ids == plain.token_ids
         torch.testing.assert_close(fast.step_logits, plain.step_logits, rtol=2 * BF16_STEP, atol=0.05)
+
+
+def test_rows_side_by_side_by_vendor(tmp_path):
+    """Four weight rows at a time on Intel CPUs, one on others and where /proc/cpuinfo cannot be read."""
+    (tmp_path / "intel").write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n")
+    (tmp_path / "amd").write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\n")
+    assert cpu_decode.rows_side_by_side(tmp_path / "intel") == 4
+    assert cpu_decode.rows_side_by_side(tmp_path / "amd") == 1
+    assert cpu_decode.rows_side_by_side(tmp_path / "missing") == 1
+
+
+def test_gemv_refuses_other_row_counts(kernels):
+    x, w = torch.ones(1, 32).bfloat16(), torch.ones(8, 32).bfloat16()
+    with pytest.raises(RuntimeError, match="side_by_side is 1 or 4"):
+        kernels.gemv_bf16(x, w, 2)
