@@ -11,7 +11,8 @@ the connector and the prefill, matrix products and attention), so `FLOP / matmul
 official architecture (minivlm/configs/jina-vlm, 2.48 B parameters) with random weights, so speed can be
 measured without the 5 GB download.
 `--follow-up` also times a follow-up question in the same conversation (the first turn in the KV cache).
-`--official DIR` times the official implementation too, on the same prompt in the same run (bench_official.py).
+`--official DIR` times the official implementation too, on the same prompt in the same run, its timed runs
+interleaved with ours (bench_official.py; both models are held at once, about twice the weights' memory).
 Random weights and the synthetic prompt come from random_init.py (shared with bench_official.py).
 The last line printed is one JSON object.
 """
@@ -19,7 +20,6 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import platform
 import resource
@@ -123,8 +123,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true",
                    help="the ViT's blocks through torch.compile (as minivlm.load(compile=True)); the compile runs in "
                         "the warm-up, its time is reported as compile_s")
-    p.add_argument("--official", metavar="DIR", help="also time the official code on the same prompt (CPU): a "
-                                                     "download with its remote code; needs transformers 4.53-4.57")
+    p.add_argument("--official", metavar="DIR", help="also time the official code on the same prompt (CPU), its runs "
+                                                     "interleaved with ours: a download with its remote code; needs "
+                                                     "transformers 4.53-4.57 and memory for both models")
     return p.parse_args(argv)
 
 
@@ -188,7 +189,8 @@ def compare_with_official(result: dict, official: dict) -> list[tuple[str, str]]
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.official:
-        from .bench_official import check_official_dir, time_official  # needs transformers: only when asked
+        # needs transformers: imported only when asked
+        from .bench_official import check_official_dir, medians, prepare_official, time_official_once
         if args.device != "cpu":
             raise SystemExit("--official times the official code on the CPU only")
         official_dir = check_official_dir(args.official)
@@ -228,8 +230,7 @@ def main(argv=None) -> dict:
     # probe of a few seconds can fall in a busy moment, and the roofline is meant to be the machine's best.
     rates_before = matmul_tflops(device, dtype)
 
-    runs = []
-    for _ in range(args.repeat):
+    def run_ours() -> dict:
         start = device_time(device)
         with torch.inference_mode():
             encode_images(weights, cfg, batch["images"], batch["image_masks"])
@@ -238,10 +239,20 @@ def main(argv=None) -> dict:
         out = generate_ids(weights, cfg, batch, max_new_tokens=args.new_tokens, settings=SamplingSettings(),
                            stop_ids=[], dtype=dtype)
         around = (before + read_rate_gbps(weights["lm_head.weight"])) / 2
-        runs.append({"vision_s": vision_s, **out.timings, "around_gbps": around})
+        return {"vision_s": vision_s, **out.timings, "around_gbps": around}
+
+    runs = [run_ours()]
     follow_up = time_follow_up(weights, cfg, batch, dtype, args.new_tokens) if args.follow_up else None
-    peak_rss = peak_rss_gb()  # before the bandwidth probe allocates its own 1 GB buffer
+    peak_rss = peak_rss_gb()  # minivlm's own: before the official model is built and the bandwidth probe's buffer
     peak_gpu = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    official_runs = []
+    if args.official:
+        official_vlm, official_batch = prepare_official(official_dir, batch, dtype, args.random_init)
+        official_runs.append(time_official_once(official_vlm, official_batch, args.new_tokens))
+    for _ in range(args.repeat - 1):  # interleaved: a machine whose speed drifts slows both implementations alike
+        runs.append(run_ours())
+        if args.official:
+            official_runs.append(time_official_once(official_vlm, official_batch, args.new_tokens))
     bandwidth = read_bandwidth_gbps(device)
     rates_after = matmul_tflops(device, dtype)
     tflops, burst_tflops = max(rates_before[0], rates_after[0]), max(rates_before[1], rates_after[1])
@@ -308,10 +319,7 @@ def main(argv=None) -> dict:
     if "peak_gpu_gb" in result:
         rows.append(("peak GPU memory", f"{result['peak_gpu_gb']:.2f} GB"))
     if args.official:
-        weights.clear()  # minivlm's tensors (also vlm.weights) are freed before the official model is built
-        gc.collect()
-        official = time_official(official_dir, batch, dtype, args.random_init, args.new_tokens, args.repeat)
-        rows += compare_with_official(result, official)
+        rows += compare_with_official(result, medians(official_runs))
     print(f"\nminivlm bench: {result['device']}, {args.dtype}, {result['prompt_tokens']} prompt tokens, "
           f"{args.new_tokens} new tokens, median of {args.repeat}"
           + (", CPU decoding kernels" if result["cpu_kernels"] else "")

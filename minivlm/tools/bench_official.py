@@ -8,6 +8,8 @@ another machine. With `--random-init` the official model gets random weights dra
 
 What is timed, as for minivlm: the vision model (ViT + connector) on all crops; `generate` of one token from
 scratch (time to first token); one greedy `generate` of N tokens with the arrival time of each token recorded.
+The bench interleaves the two implementations' timed runs (ours, then the official code's, repeat after repeat), so
+that a shared machine whose speed drifts over minutes slows both alike; both models are then held at once.
 """
 
 from __future__ import annotations
@@ -73,10 +75,28 @@ def official_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
             "image_input_idx": batch["image_input_idx"][None]}
 
 
-def time_official(root: Path, batch: dict[str, Tensor], dtype: torch.dtype, random_init: bool, new_tokens: int,
-                  repeat: int) -> dict:
-    """Medians over `repeat` runs of vision_s, ttft_s and decode_tok_s for the official code (CPU)."""
-    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+def prepare_official(root: Path, batch: dict[str, Tensor], dtype: torch.dtype, random_init: bool) -> tuple:
+    """The official model and its inputs for `batch`, warmed up as minivlm is (a short text-only generation and
+    one crop), so that one-time kernel set-up is not timed."""
+    model, inputs = official_model(root, dtype, random_init), official_inputs(batch)
+    with torch.inference_mode():
+        model.generate(input_ids=inputs["input_ids"][:, -8:], attention_mask=inputs["attention_mask"][:, -8:],
+                       generation_config=_greedy(2))
+        model.model.vision_model(inputs["images"][:, :1], inputs["image_masks"][:, :1])
+    return model, inputs
+
+
+def _greedy(n: int):
+    """Exactly n new tokens, greedy, KV cache on."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
+                            eos_token_id=None, pad_token_id=0, bos_token_id=None)
+
+
+def time_official_once(model: torch.nn.Module, inputs: dict[str, Tensor], new_tokens: int) -> dict:
+    """One timed run of the official code (CPU): vision_s, ttft_s and decode_tok_s."""
+    from transformers import LogitsProcessor, LogitsProcessorList
 
     class Arrivals(LogitsProcessor):  # called once per new token, when its scores are ready
         def __init__(self):
@@ -86,28 +106,20 @@ def time_official(root: Path, batch: dict[str, Tensor], dtype: torch.dtype, rand
             self.times.append(time.perf_counter())
             return scores
 
-    def greedy(n: int) -> GenerationConfig:  # exactly n tokens, KV cache on
-        return GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
-                                eos_token_id=None, pad_token_id=0, bos_token_id=None)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model.model.vision_model(inputs["images"], inputs["image_masks"])
+        vision_s = time.perf_counter() - start
+        start = time.perf_counter()
+        model.generate(**inputs, generation_config=_greedy(1))
+        ttft_s = time.perf_counter() - start
+        arrivals = Arrivals()
+        model.generate(**inputs, generation_config=_greedy(new_tokens),
+                       logits_processor=LogitsProcessorList([arrivals]))
+    t = arrivals.times
+    decode_tok_s = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 else 0.0
+    return {"vision_s": vision_s, "ttft_s": ttft_s, "decode_tok_s": decode_tok_s}
 
-    model, inputs = official_model(root, dtype, random_init), official_inputs(batch)
-    with torch.inference_mode():  # warm-up, as for minivlm: a short text-only generation and one crop
-        model.generate(input_ids=inputs["input_ids"][:, -8:], attention_mask=inputs["attention_mask"][:, -8:],
-                       generation_config=greedy(2))
-        model.model.vision_model(inputs["images"][:, :1], inputs["image_masks"][:, :1])
-    runs = []
-    for _ in range(repeat):
-        with torch.inference_mode():
-            start = time.perf_counter()
-            model.model.vision_model(inputs["images"], inputs["image_masks"])
-            vision_s = time.perf_counter() - start
-            start = time.perf_counter()
-            model.generate(**inputs, generation_config=greedy(1))
-            ttft_s = time.perf_counter() - start
-            arrivals = Arrivals()
-            model.generate(**inputs, generation_config=greedy(new_tokens),
-                           logits_processor=LogitsProcessorList([arrivals]))
-        t = arrivals.times
-        runs.append({"vision_s": vision_s, "ttft_s": ttft_s,
-                     "decode_tok_s": (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 else 0.0})
+
+def medians(runs: list[dict]) -> dict:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
