@@ -21,24 +21,18 @@ summed in float32, one rounding to bfloat16 at the end; only the order of the fl
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import shutil
-import sys
-import time
-import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ..core import layers
+from .cpp_build import build
 
 SOURCE = Path(__file__).with_name("cpu_decode.cpp")
 MAX_ROWS = 4  # a decoding batch; from about 8 rows on, oneDNN (computing rather than streaming) is faster
 ENABLED = os.environ.get("MINIVLM_CPU_KERNELS", "1") != "0"
-
-
 CFLAGS = ["-O3", "-mavx512f", "-mavx512bf16", "-fopenmp"]
 
 
@@ -55,59 +49,12 @@ def rows_side_by_side(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
 SIDE_BY_SIDE = rows_side_by_side()
 
 
-PYTHON_TAG = f"cp{sys.version_info[0]}{sys.version_info[1]}"
-
-
-def extension_name(source: bytes, torch_version: str, python: str = PYTHON_TAG) -> str:
-    """The build's name, keyed by what the binary depends on: the kernel source, the torch and Python versions,
-    the flags. Two checkouts with the same source share one build; another source or torch gets its own."""
-    key = b"\0".join([source, torch_version.encode(), python.encode(), " ".join(CFLAGS).encode()])
-    return f"minivlm_cpu_decode_{hashlib.sha256(key).hexdigest()[:12]}"
-
-
-def build_directory(name: str) -> Path:
-    """Where the build lives: under PyTorch's extension folder (TORCH_EXTENSIONS_DIR, or ~/.cache/torch_extensions)."""
-    from torch.utils.cpp_extension import get_default_build_root
-
-    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
-
-
 @functools.cache
 def _kernels():
-    """The compiled extension, or None where it cannot run here (why is warned once).
-
-    The first build takes about 30 s: it says so on stderr, once, then how long it took. The source is copied
-    into the build folder and compiled from there, so the build does not depend on where minivlm is installed.
-    """
+    """The compiled extension (built on the first call: cpp_build.py), or None where it cannot run here."""
     if not getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
         return None
-    if shutil.which("ninja") is None:  # pip puts the `ninja` dependency beside this Python, maybe off PATH
-        os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-    source = SOURCE.read_bytes()
-    name = extension_name(source, torch.__version__)
-    folder = build_directory(name)
-    fresh = not any(folder.glob(f"{name}*.so")) and not any(folder.glob(f"{name}*.pyd"))
-    try:
-        from torch.utils.cpp_extension import load
-
-        folder.mkdir(parents=True, exist_ok=True)
-        copy = folder / SOURCE.name
-        if not copy.is_file() or copy.read_bytes() != source:
-            copy.write_bytes(source)
-        if fresh:
-            print(f"minivlm: building the CPU decoding kernels (first bfloat16 run with this torch; about 30 s, "
-                  f"cached in {folder})", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        module = load(name=name, sources=[str(copy)], build_directory=str(folder), verbose=False,
-                      extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"])
-        if fresh:
-            print(f"minivlm: built the CPU decoding kernels in {time.perf_counter() - started:.0f} s", file=sys.stderr,
-                  flush=True)
-        return module
-    except Exception as error:  # no compiler, no ninja: PyTorch's ops are just as right, only slower
-        warnings.warn(f"minivlm: could not build the CPU decoding kernels ({type(error).__name__}: {error}); "
-                      f"decoding falls back to PyTorch's ops, about half as fast", RuntimeWarning, stacklevel=3)
-        return None
+    return build(SOURCE, CFLAGS, "the CPU decoding kernels", "decoding falls back to PyTorch's ops, about half as fast")
 
 
 def available() -> bool:

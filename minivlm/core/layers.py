@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# linear(x, weight, bias), decode_attention(q [B, Hkv, G, D], k, v, scale) and vit_block(x, w, i, cfg) (a whole
-# ViT block, `vit.vit_block`'s arguments): a result, or None = "not mine".
-hooks = SimpleNamespace(linear=None, decode_attention=None, vit_block=None)
+# linear(x, weight, bias), decode_attention(q [B, Hkv, G, D], k, v, scale), full_attention(q, k, v, scale) (no
+# mask, several queries: the ViT's) and vit_block(x, w, i, cfg) (a whole ViT block, `vit.vit_block`'s arguments):
+# a result, or None = "not mine".
+hooks = SimpleNamespace(linear=None, decode_attention=None, full_attention=None, vit_block=None)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -70,6 +71,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causa
         if mask is None and hooks.decode_attention is not None and (
                 out := hooks.decode_attention(q, k, v, scale)) is not None:
             return out.reshape(batch, n_heads, 1, head_dim)
+    elif mask is None and not causal and hooks.full_attention is not None and (
+            out := hooks.full_attention(q, k, v, scale)) is not None:
+        return out
     elif group > 1:
         k = k.repeat_interleave(group, dim=1)  # [B, Hq, Lk, D]
         v = v.repeat_interleave(group, dim=1)

@@ -10,6 +10,8 @@ What is counted, as 2 FLOP per multiply-add:
   blocks, and the LM head for the LAST position only, the one logit row the prefill needs);
 - attention: the two products Q Kᵀ and P V (full over a crop's 729 patches in the ViT, 4 keys per window in the
   connector, causal in the prefill: query i sees keys 0..i, so L(L+1)/2 pairs, the half a causal kernel computes).
+The products are listed shape by shape (`Product`, `prompt_products`): the bench also times them alone, at
+these shapes, to tell what the machine's matrix library does on this prompt before any other work.
 What is not: softmax, norms, GELU/SiLU, RoPE, residual adds: a few operations per value, bound by memory and far
 below 1 % of the count (they are what a fast implementation must hide, not what the roofline is made of).
 
@@ -51,47 +53,74 @@ def attention_flop(pairs: int, heads: int, head_dim: int) -> int:
     return 2 * 2 * pairs * heads * head_dim
 
 
-def vit_flops(cfg: VisionConfig, crops: int) -> Flops:
+@dataclass(frozen=True)
+class Product:
+    """One `linear` shape of the prompt, run `count` times: [rows, fan_in] times a [fan_out, fan_in] weight. The
+    bench times these shapes alone (`bench.time_products`), the matrix library's own speed on this prompt."""
+
+    rows: int
+    fan_in: int
+    fan_out: int
+    count: int = 1
+
+    @property
+    def flop(self) -> int:
+        return self.count * linear_flop(self.rows, self.fan_in, self.fan_out)
+
+
+def vit_products(cfg: VisionConfig, crops: int) -> list[Product]:
     """Patch embedding + the ViT blocks up to the deepest selected one, over `crops` crops of grid² patches."""
-    patches = crops * cfg.grid**2
-    inner = cfg.n_heads * cfg.head_dim
-    per_block = (linear_flop(patches, cfg.hidden_size, 3 * inner)  # fused qkv
-                 + linear_flop(patches, inner, cfg.hidden_size)  # attention out
-                 + linear_flop(patches, cfg.hidden_size, cfg.mlp_size)  # MLP up
-                 + linear_flop(patches, cfg.mlp_size, cfg.hidden_size))  # MLP down
+    patches, inner = crops * cfg.grid**2, cfg.n_heads * cfg.head_dim
     blocks = max(cfg.selected_blocks) + 1
-    embed = linear_flop(patches, 3 * cfg.patch_size**2, cfg.hidden_size)
-    attention = blocks * attention_flop(crops * cfg.grid**4, cfg.n_heads, cfg.head_dim)  # every patch sees its crop
-    return Flops(embed + blocks * per_block, attention)
+    return [Product(patches, 3 * cfg.patch_size**2, cfg.hidden_size),  # patch embedding
+            Product(patches, cfg.hidden_size, 3 * inner, blocks),  # fused qkv
+            Product(patches, inner, cfg.hidden_size, blocks),  # attention out
+            Product(patches, cfg.hidden_size, cfg.mlp_size, blocks),  # MLP up
+            Product(patches, cfg.mlp_size, cfg.hidden_size, blocks)]  # MLP down
+
+
+def vit_flops(cfg: VisionConfig, crops: int) -> Flops:
+    """`vit_products`, and attention: every patch sees its whole crop, in every block that runs."""
+    blocks = max(cfg.selected_blocks) + 1
+    attention = blocks * attention_flop(crops * cfg.grid**4, cfg.n_heads, cfg.head_dim)
+    return Flops(sum(p.flop for p in vit_products(cfg, crops)), attention)
+
+
+def connector_products(cfg: VisionConfig, crops: int) -> list[Product]:
+    """Attention pooling (one query per window over its cells) and the SwiGLU projector, every window of every crop
+    (the margin windows the decoder never sees are computed too)."""
+    windows, cells = crops * cfg.pooled_per_crop, cfg.pool_h * cfg.pool_w
+    features, inner = cfg.hidden_size * len(cfg.vit_layers), cfg.pool_n_heads * cfg.pool_head_dim
+    return [Product(windows, features, inner),  # query from the window's mean
+            Product(windows * cells, features, 2 * inner),  # keys and values from its cells
+            Product(windows, inner, cfg.hidden_size),  # pooling out
+            Product(windows, cfg.hidden_size, 2 * cfg.projector_size),  # projector up: [value; gate]
+            Product(windows, cfg.projector_size, cfg.output_size)]  # projector down
 
 
 def connector_flops(cfg: VisionConfig, crops: int) -> Flops:
-    """Attention pooling (one query per window over its cells) and the SwiGLU projector, every window of every crop
-    (the margin windows the decoder never sees are computed too)."""
-    windows = crops * cfg.pooled_per_crop
-    cells = cfg.pool_h * cfg.pool_w
-    features = cfg.hidden_size * len(cfg.vit_layers)
-    inner = cfg.pool_n_heads * cfg.pool_head_dim
-    matmul = (linear_flop(windows, features, inner)  # query from the window's mean
-              + linear_flop(windows * cells, features, 2 * inner)  # keys and values from its cells
-              + linear_flop(windows, inner, cfg.hidden_size)  # pooling out
-              + linear_flop(windows, cfg.hidden_size, 2 * cfg.projector_size)  # projector up: [value; gate]
-              + linear_flop(windows, cfg.projector_size, cfg.output_size))  # projector down
-    return Flops(matmul, attention_flop(windows * cells, cfg.pool_n_heads, cfg.pool_head_dim))
+    """`connector_products`, and the pooling's attention: each window's query over its cells."""
+    windows, cells = crops * cfg.pooled_per_crop, cfg.pool_h * cfg.pool_w
+    attention = attention_flop(windows * cells, cfg.pool_n_heads, cfg.pool_head_dim)
+    return Flops(sum(p.flop for p in connector_products(cfg, crops)), attention)
+
+
+def prefill_products(cfg: TextConfig, tokens: int) -> list[Product]:
+    """The decoder's blocks over a prompt of `tokens` tokens and the LM head on its last position."""
+    q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    return [Product(tokens, cfg.hidden_size, q_size + 2 * kv_size, cfg.n_layers),  # fused qkv
+            Product(tokens, q_size, cfg.hidden_size, cfg.n_layers),  # attention out
+            Product(tokens, cfg.hidden_size, 2 * cfg.mlp_size, cfg.n_layers),  # SwiGLU up: [value; gate]
+            Product(tokens, cfg.mlp_size, cfg.hidden_size, cfg.n_layers),  # SwiGLU down
+            Product(1, cfg.hidden_size, cfg.embedding_size)]  # LM head
 
 
 def prefill_flops(cfg: TextConfig, tokens: int) -> Flops:
-    """The decoder over a prompt of `tokens` tokens (causal attention) and the LM head on its last position."""
-    q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    per_layer = (linear_flop(tokens, cfg.hidden_size, q_size + 2 * kv_size)  # fused qkv
-                 + linear_flop(tokens, q_size, cfg.hidden_size)  # attention out
-                 + linear_flop(tokens, cfg.hidden_size, 2 * cfg.mlp_size)  # SwiGLU up: [value; gate]
-                 + linear_flop(tokens, cfg.mlp_size, cfg.hidden_size))  # SwiGLU down
-    lm_head = linear_flop(1, cfg.hidden_size, cfg.embedding_size)
+    """`prefill_products`, and causal attention: query i sees keys 0..i."""
     causal_pairs = tokens * (tokens + 1) // 2
     # Grouped-query heads share keys, not arithmetic: every query head does its own products.
     attention = cfg.n_layers * attention_flop(causal_pairs, cfg.n_heads, cfg.head_dim)
-    return Flops(cfg.n_layers * per_layer + lm_head, attention)
+    return Flops(sum(p.flop for p in prefill_products(cfg, tokens)), attention)
 
 
 @dataclass(frozen=True)
@@ -116,3 +145,9 @@ def prompt_flops(cfg: ModelConfig, crops: int, tokens: int) -> PromptFlops:
     """FLOPs of one prompt (batch 1) of `tokens` tokens holding `crops` crops, from the config alone."""
     return PromptFlops(vit_flops(cfg.vision, crops), connector_flops(cfg.vision, crops),
                        prefill_flops(cfg.text, tokens))
+
+
+def prompt_products(cfg: ModelConfig, crops: int, tokens: int) -> tuple[list[Product], list[Product]]:
+    """The matrix products of one prompt: (vision's, the prefill's): what `prompt_flops` counts as matmul."""
+    return (vit_products(cfg.vision, crops) + connector_products(cfg.vision, crops),
+            prefill_products(cfg.text, tokens))

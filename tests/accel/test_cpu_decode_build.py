@@ -1,16 +1,19 @@
-"""Building the CPU decoding kernels: said once on stderr, in a folder keyed by the source and the torch version."""
+"""Building the CPU decoding kernels (cpp_build.py): said once on stderr, in a folder keyed by the source and the torch version."""
 
 import pytest
 import torch
 
 from minivlm.accel import cpu_decode
+from minivlm.accel.cpp_build import extension_name
 
 
-def test_build_name_is_keyed_by_source_torch_and_python():
-    name = cpu_decode.extension_name(b"source", "2.13.0")
-    assert name == cpu_decode.extension_name(b"source", "2.13.0")
-    assert len({name, cpu_decode.extension_name(b"source 2", "2.13.0"), cpu_decode.extension_name(b"source", "2.14.0"),
-                cpu_decode.extension_name(b"source", "2.13.0", python="cp312")}) == 4
+def test_build_name_is_keyed_by_source_torch_flags_and_python():
+    def name(source=b"source", torch_version="2.13.0", flags=("-O3",), python="cp311"):
+        return extension_name("cpu_decode", source, torch_version, list(flags), python)
+
+    assert name() == name() and name().startswith("minivlm_cpu_decode_")
+    assert len({name(), name(source=b"source 2"), name(torch_version="2.14.0"), name(flags=("-O2",)),
+                name(python="cp312")}) == 5
 
 
 @pytest.fixture
@@ -36,7 +39,7 @@ def fake_build(tmp_path, monkeypatch):
 def test_first_build_says_so_once(fake_build, tmp_path, capsys):
     assert cpu_decode._kernels() == "the module"
     err = capsys.readouterr().err
-    name = cpu_decode.extension_name(cpu_decode.SOURCE.read_bytes(), torch.__version__)
+    name = extension_name("cpu_decode", cpu_decode.SOURCE.read_bytes(), torch.__version__, cpu_decode.CFLAGS)
     assert f"building the CPU decoding kernels (first bfloat16 run with this torch; about 30 s, cached in " \
            f"{tmp_path / name})" in err and "built the CPU decoding kernels in" in err
     assert fake_build[0] == (name, [str(tmp_path / name / "cpu_decode.cpp")])  # compiled from its own copy

@@ -5,7 +5,7 @@ from conftest import FIXTURE_DIR
 
 from minivlm.formats.config_json import load_config
 from minivlm.tools import bench
-from minivlm.tools.flops import prompt_flops
+from minivlm.tools.flops import prompt_flops, prompt_products
 from minivlm.tools.random_init import random_init_batch, synthetic_image
 
 
@@ -45,3 +45,7 @@ def test_release_config_reproduces_the_known_totals():
     assert f.prefill.attention / 1e12 == pytest.approx(0.36, rel=0.01)
     assert f.connector.total / 1e12 == pytest.approx(0.265, rel=0.01)  # not in the sum: 2 % of the total
     assert f.ttft.total / 1e12 == pytest.approx(13.65, rel=0.001)
+    # the shapes the bench times alone are exactly the products counted
+    vision, prefill = prompt_products(cfg, crops, tokens)
+    assert sum(p.flop for p in vision) == f.vision.matmul and sum(p.flop for p in prefill) == f.prefill.matmul
+    assert (vision[1].rows, vision[1].fan_in, vision[1].fan_out, vision[1].count) == (13 * 729, 1152, 3456, 25)

@@ -1,0 +1,70 @@
+"""Building minivlm's C++ CPU kernels (`cpu_decode.cpp`, `crop_attention.cpp`) on first use, once per machine.
+
+`torch.utils.cpp_extension.load` compiles a source into a Python module; this file picks where (a folder keyed by
+everything the binary depends on, so two checkouts share a build and another torch gets its own), says on stderr
+that a first build takes a while, and turns a failed build (no compiler, no ninja) into a warning and None: every
+kernel has a PyTorch fallback that is just as right, only slower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+PYTHON_TAG = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+
+
+def extension_name(stem: str, source: bytes, torch_version: str, flags: list[str], python: str = PYTHON_TAG) -> str:
+    """The build's name, keyed by what the binary depends on: the kernel source, the torch and Python versions,
+    the flags. Two checkouts with the same source share one build; another source or torch gets its own."""
+    key = b"\0".join([source, torch_version.encode(), python.encode(), " ".join(flags).encode()])
+    return f"minivlm_{stem}_{hashlib.sha256(key).hexdigest()[:12]}"
+
+
+def build_directory(name: str) -> Path:
+    """Where the build lives: under PyTorch's extension folder (TORCH_EXTENSIONS_DIR, or ~/.cache/torch_extensions)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
+
+
+def build(source_path: Path, flags: list[str], what: str, fallback: str):
+    """The compiled module of `source_path`, or None (warned once by the caller's cache) if it cannot be built.
+
+    The first build takes about 30 s: it says so on stderr, once, then how long it took (`what` names the kernels).
+    The source is copied into the build folder and compiled from there, so the build does not depend on where
+    minivlm is installed. `fallback` says, in the warning, what runs instead.
+    """
+    import torch
+
+    if shutil.which("ninja") is None:  # pip puts the `ninja` dependency beside this Python, maybe off PATH
+        os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    source = source_path.read_bytes()
+    name = extension_name(source_path.stem, source, torch.__version__, flags)
+    folder = build_directory(name)
+    fresh = not any(folder.glob(f"{name}*.so")) and not any(folder.glob(f"{name}*.pyd"))
+    try:
+        from torch.utils.cpp_extension import load
+
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = folder / source_path.name
+        if not copy.is_file() or copy.read_bytes() != source:
+            copy.write_bytes(source)
+        if fresh:
+            print(f"minivlm: building {what} (first bfloat16 run with this torch; about 30 s, cached in {folder})",
+                  file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        module = load(name=name, sources=[str(copy)], build_directory=str(folder), verbose=False,
+                      extra_cflags=flags, extra_ldflags=["-fopenmp"])
+        if fresh:
+            print(f"minivlm: built {what} in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        return module
+    except Exception as error:  # no compiler, no ninja: PyTorch's ops are just as right, only slower
+        warnings.warn(f"minivlm: could not build {what} ({type(error).__name__}: {error}); {fallback}",
+                      RuntimeWarning, stacklevel=4)
+        return None

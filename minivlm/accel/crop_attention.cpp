@@ -1,0 +1,218 @@
+// The ViT's attention over each crop's patches on Intel AMX tiles, bfloat16 (see crop_attention.py for why).
+//
+// out[c, i, h, :] = sum_j softmax_j(scale * <q_i, k_j>) v_j over the L patches of crop c, head h: full attention,
+// no mask. One task per (crop, head), spread over the threads. A task copies its head's keys and values into the
+// layouts the tiles read (below), then goes down the queries 32 at a time:
+//   1. scores S [32, L] = Q Kᵀ on the tiles: 2 x 2 accumulator tiles of 16 x 16 float32, head_dim in steps of 32;
+//   2. softmax of each row in float32 on AVX-512: e = exp(scale * (s - max)), P = bf16(e), the row's 1 / sum(e);
+//   3. out [32, D] = P V on the tiles, each row times its 1 / sum, rounded once to bfloat16.
+// All of it stays in the core's cache: a head's keys and values are 0.2 MB, S and P for 32 rows 0.1 MB.
+//
+// AMX in short: 8 tile registers of up to 16 rows x 64 bytes; `_tile_dpbf16ps(C, A, B)` adds A B to C for
+// A = 16 rows x 32 bf16, C = 16 x 16 float32, and B = 32 x 16 bf16 stored as 16 rows of 16 (even, odd) pairs
+// ("VNNI": B[k][n] and B[k+1][n] side by side). So Kᵀ is stored as pairs of channels per patch and V as pairs of
+// patches per channel. Zero padding makes every size a whole number of tiles: patches to a multiple of 32 (their
+// scores are masked out of the softmax, their P is 0), head_dim to a multiple of 32 (zeros add nothing).
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+constexpr int64_t kRows = 32;  // queries per step: two 16-row A tiles
+
+// e^x for x <= 0, float32: 2^n e^r with n = round(x / ln 2), r = x - n ln 2 (in two parts for accuracy) and e^r
+// by Cephes' expf polynomial, 1 + r + r^2 p(r); within a few ulp of std::exp, and about 0 below -87.
+static inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+static inline __mmask16 first(int64_t n) {  // lanes 0..n-1 of 16
+  return n >= 16 ? (__mmask16)0xFFFF : (n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1));
+}
+
+// Linux hands a process the AMX tile state only once asked (oneDNN asks too; asking twice is harmless).
+static bool amx_permitted() {
+  static const bool ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+  return ok;
+}
+
+// Every tile 16 rows x 64 bytes: the tile configuration is per thread and oneDNN may change it between tasks.
+static void configure_tiles() {
+  struct {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t colsb[16] = {};
+    uint8_t rows[16] = {};
+  } cfg;
+  for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+  _tile_loadconfig(&cfg);
+}
+
+// A head's inputs in tile layouts, zero-padded; reused from task to task.
+struct Head {
+  int64_t L, D, Lpad, Dpad;
+  std::vector<uint16_t> q;   // [Lpad, Dpad]: rows of A tiles
+  std::vector<uint32_t> kt;  // [Dpad / 2, Lpad]: (channel 2p, 2p+1) pairs of each patch: B tiles of Kᵀ
+  std::vector<uint32_t> v;   // [Lpad / 2, Dpad]: (patch 2j, 2j+1) pairs of each channel: B tiles of V
+  std::vector<float> scores;  // [kRows, Lpad]
+  std::vector<uint16_t> probs;  // [kRows, Lpad] bf16
+  std::vector<float> out;     // [16, Dpad]
+
+  void load(const uint16_t* Q, const uint16_t* K, const uint16_t* V, int64_t row_stride) {
+    q.assign(Lpad * Dpad, 0), kt.assign(Dpad / 2 * Lpad, 0), v.assign(Lpad / 2 * Dpad, 0);
+    auto* v16 = reinterpret_cast<uint16_t*>(v.data());
+    auto* kt16 = reinterpret_cast<uint16_t*>(kt.data());
+    for (int64_t j = 0; j < L; ++j) {
+      std::memcpy(&q[j * Dpad], Q + j * row_stride, D * 2);
+      for (int64_t d = 0; d < D; ++d) {
+        kt16[2 * ((d / 2) * Lpad + j) + d % 2] = K[j * row_stride + d];
+        v16[2 * ((j / 2) * Dpad + d) + j % 2] = V[j * row_stride + d];
+      }
+    }
+    scores.resize(kRows * Lpad), probs.resize(kRows * Lpad), out.resize(16 * Dpad);
+  }
+};
+
+// Step 1: scores of queries q0..q0+31 against every patch.
+static void score_rows(Head& h, int64_t q0) {
+  const int64_t Lpad = h.Lpad, Dpad = h.Dpad;
+  for (int64_t j0 = 0; j0 < Lpad; j0 += 32) {
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (int64_t d0 = 0; d0 < Dpad; d0 += 32) {
+      _tile_loadd(4, &h.q[q0 * Dpad + d0], Dpad * 2);
+      _tile_loadd(5, &h.q[(q0 + 16) * Dpad + d0], Dpad * 2);
+      _tile_loadd(6, &h.kt[(d0 / 2) * Lpad + j0], Lpad * 4);
+      _tile_loadd(7, &h.kt[(d0 / 2) * Lpad + j0 + 16], Lpad * 4);
+      _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, &h.scores[j0], Lpad * 4);
+    _tile_stored(1, &h.scores[j0 + 16], Lpad * 4);
+    _tile_stored(2, &h.scores[16 * Lpad + j0], Lpad * 4);
+    _tile_stored(3, &h.scores[16 * Lpad + j0 + 16], Lpad * 4);
+  }
+}
+
+// Step 2: one row's softmax numerators as bf16 (0 on padding) and 1 / their float32 sum.
+static float softmax_row(const float* s, uint16_t* p, int64_t L, int64_t Lpad, float scale) {
+  __m512 top = _mm512_set1_ps(-INFINITY);
+  for (int64_t j = 0; j < L; j += 16) top = _mm512_mask_max_ps(top, first(L - j), top, _mm512_loadu_ps(s + j));
+  const __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(top)), sc = _mm512_set1_ps(scale);
+  __m512 total = _mm512_setzero_ps();
+  for (int64_t j = 0; j < Lpad; j += 16) {
+    const __m512 e = _mm512_maskz_mov_ps(first(L - j), exp_nonpositive(_mm512_mul_ps(
+                                                          _mm512_sub_ps(_mm512_loadu_ps(s + j), max), sc)));
+    total = _mm512_add_ps(total, e);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j), (__m256i)_mm512_cvtneps_pbh(e));
+  }
+  return 1.0f / _mm512_reduce_add_ps(total);
+}
+
+// Step 3 for 16 rows of P: out [16, Dpad] float32, in passes of up to 6 accumulator tiles (A = tile 6, B = 7).
+template <int N>
+static void values_pass(Head& h, const uint16_t* P, int64_t c0) {
+  const int64_t Lpad = h.Lpad, Dpad = h.Dpad;
+  if constexpr (N > 0) _tile_zero(0);
+  if constexpr (N > 1) _tile_zero(1);
+  if constexpr (N > 2) _tile_zero(2);
+  if constexpr (N > 3) _tile_zero(3);
+  if constexpr (N > 4) _tile_zero(4);
+  if constexpr (N > 5) _tile_zero(5);
+  for (int64_t j0 = 0; j0 < Lpad; j0 += 32) {
+    _tile_loadd(6, P + j0, Lpad * 2);
+    const uint32_t* b = &h.v[(j0 / 2) * Dpad + c0];
+    if constexpr (N > 0) { _tile_loadd(7, b, Dpad * 4); _tile_dpbf16ps(0, 6, 7); }
+    if constexpr (N > 1) { _tile_loadd(7, b + 16, Dpad * 4); _tile_dpbf16ps(1, 6, 7); }
+    if constexpr (N > 2) { _tile_loadd(7, b + 32, Dpad * 4); _tile_dpbf16ps(2, 6, 7); }
+    if constexpr (N > 3) { _tile_loadd(7, b + 48, Dpad * 4); _tile_dpbf16ps(3, 6, 7); }
+    if constexpr (N > 4) { _tile_loadd(7, b + 64, Dpad * 4); _tile_dpbf16ps(4, 6, 7); }
+    if constexpr (N > 5) { _tile_loadd(7, b + 80, Dpad * 4); _tile_dpbf16ps(5, 6, 7); }
+  }
+  float* o = h.out.data() + c0;
+  if constexpr (N > 0) _tile_stored(0, o, Dpad * 4);
+  if constexpr (N > 1) _tile_stored(1, o + 16, Dpad * 4);
+  if constexpr (N > 2) _tile_stored(2, o + 32, Dpad * 4);
+  if constexpr (N > 3) _tile_stored(3, o + 48, Dpad * 4);
+  if constexpr (N > 4) _tile_stored(4, o + 64, Dpad * 4);
+  if constexpr (N > 5) _tile_stored(5, o + 80, Dpad * 4);
+}
+
+static void weighted_values(Head& h, const uint16_t* P) {
+  for (int64_t c0 = 0; c0 < h.Dpad; c0 += 96) {  // Dpad is a multiple of 32: passes of 6, 4 or 2 tiles
+    const int64_t n = std::min<int64_t>(6, (h.Dpad - c0) / 16);
+    if (n == 6) values_pass<6>(h, P, c0);
+    else if (n == 4) values_pass<4>(h, P, c0);
+    else values_pass<2>(h, P, c0);
+  }
+}
+
+static void attend_head(Head& h, float scale, uint16_t* out, int64_t out_row_stride) {
+  configure_tiles();
+  for (int64_t q0 = 0; q0 < h.L; q0 += kRows) {
+    score_rows(h, q0);
+    float inv_sum[kRows];
+    for (int64_t r = 0; r < kRows; ++r)  // rows past L: zero queries, finite scores, never written out
+      inv_sum[r] = softmax_row(&h.scores[r * h.Lpad], &h.probs[r * h.Lpad], h.L, h.Lpad, scale);
+    for (int64_t r0 = 0; r0 < kRows && q0 + r0 < h.L; r0 += 16) {
+      weighted_values(h, &h.probs[r0 * h.Lpad]);
+      for (int64_t r = 0; r < 16 && q0 + r0 + r < h.L; ++r) {
+        const __m512 inv = _mm512_set1_ps(inv_sum[r0 + r]);
+        uint16_t* o = out + (q0 + r0 + r) * out_row_stride;
+        for (int64_t d = 0; d < h.D; d += 16) {
+          const __m256bh y = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(&h.out[r * h.Dpad + d]), inv));
+          _mm256_mask_storeu_epi16(o + d, first(h.D - d), (__m256i)y);
+        }
+      }
+    }
+  }
+}
+
+// q, k, v: [crops, heads, L, D] bfloat16 views sharing their strides, unit stride along D (slices of one qkv
+// tensor). Returns out [crops, L, heads, D]: the heads already side by side, as the out projection reads them.
+torch::Tensor crop_attention_bf16(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                  double scale) {
+  TORCH_CHECK(q.dim() == 4 && q.sizes() == k.sizes() && q.sizes() == v.sizes(),
+              "crop_attention_bf16: q, k, v [crops, heads, L, D] of one shape expected");
+  TORCH_CHECK(q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
+              v.scalar_type() == at::kBFloat16, "crop_attention_bf16: bfloat16 only");
+  TORCH_CHECK(q.strides() == k.strides() && q.strides() == v.strides() && q.stride(3) == 1,
+              "crop_attention_bf16: q, k, v with the same strides, unit stride along D, expected");
+  TORCH_CHECK(amx_permitted(), "crop_attention_bf16: the kernel did not get the AMX tile state");
+  const int64_t C = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
+  auto out = torch::empty({C, L, H, D}, q.options());
+  const auto* Q = reinterpret_cast<const uint16_t*>(q.data_ptr());
+  const auto* K = reinterpret_cast<const uint16_t*>(k.data_ptr());
+  const auto* V = reinterpret_cast<const uint16_t*>(v.data_ptr());
+  auto* O = reinterpret_cast<uint16_t*>(out.data_ptr());
+  at::parallel_for(0, C * H, 1, [&](int64_t begin, int64_t end) {
+    Head head{L, D, (L + 31) / 32 * 32, (D + 31) / 32 * 32};
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t c = task / H, h = task % H, offset = c * q.stride(0) + h * q.stride(1);
+      head.load(Q + offset, K + offset, V + offset, q.stride(2));
+      attend_head(head, static_cast<float>(scale), O + (c * L * H + h) * D, H * D);
+    }
+    _tile_release();
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("crop_attention_bf16", &crop_attention_bf16, "full attention over each crop's patches, AMX, bfloat16");
+}
