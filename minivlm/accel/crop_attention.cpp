@@ -78,15 +78,28 @@ struct Head {
 
   void load(const uint16_t* Q, const uint16_t* K, const uint16_t* V, int64_t row_stride) {
     q.assign(Lpad * Dpad, 0), kt.assign(Dpad / 2 * Lpad, 0), v.assign(Lpad / 2 * Dpad, 0);
-    auto* v16 = reinterpret_cast<uint16_t*>(v.data());
-    auto* kt16 = reinterpret_cast<uint16_t*>(kt.data());
-    for (int64_t j = 0; j < L; ++j) {
-      std::memcpy(&q[j * Dpad], Q + j * row_stride, D * 2);
-      for (int64_t d = 0; d < D; ++d) {
-        kt16[2 * ((d / 2) * Lpad + j) + d % 2] = K[j * row_stride + d];
-        v16[2 * ((j / 2) * Dpad + d) + j % 2] = V[j * row_stride + d];
+    for (int64_t j = 0; j < L; ++j) std::memcpy(&q[j * Dpad], Q + j * row_stride, D * 2);
+    // Kᵀ: a patch's (2p, 2p+1) channels are one 32-bit word of its row; gather that word of 16 patches at once.
+    const __m512i patch_offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                                                       14, 15), _mm512_set1_epi32(row_stride * 2));
+    for (int64_t j0 = 0; j0 < L; j0 += 16)
+      for (int64_t p = 0; p < D / 2; ++p)
+        _mm512_storeu_si512(&kt[p * Lpad + j0], _mm512_mask_i32gather_epi32(
+                                                    _mm512_setzero_si512(), first(L - j0), patch_offsets,
+                                                    K + j0 * row_stride + 2 * p, 1));
+    if (D % 2)  // the last channel pairs with a zero
+      for (int64_t j = 0; j < L; ++j) kt[(D / 2) * Lpad + j] = K[j * row_stride + D - 1];
+    // V: patches 2j and 2j+1 interleaved channel by channel, 16 channels at a time.
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int64_t j = 0; j < L; j += 2)
+      for (int64_t d = 0; d < D; d += 16) {
+        const __m256i even = _mm256_maskz_loadu_epi16(first(D - d), V + j * row_stride + d);
+        const __m256i odd = j + 1 < L ? _mm256_maskz_loadu_epi16(first(D - d), V + (j + 1) * row_stride + d)
+                                      : _mm256_setzero_si256();
+        const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(even), odd, 1);
+        _mm512_storeu_si512(&v[(j / 2) * Dpad + d], _mm512_permutexvar_epi16(interleave, both));
       }
-    }
     scores.resize(kRows * Lpad), probs.resize(kRows * Lpad), out.resize(16 * Dpad);
   }
 };
@@ -114,11 +127,11 @@ static void score_rows(Head& h, int64_t q0) {
 static float softmax_row(const float* s, uint16_t* p, int64_t L, int64_t Lpad, float scale) {
   __m512 top = _mm512_set1_ps(-INFINITY);
   for (int64_t j = 0; j < L; j += 16) top = _mm512_mask_max_ps(top, first(L - j), top, _mm512_loadu_ps(s + j));
-  const __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(top)), sc = _mm512_set1_ps(scale);
+  const __m512 sc = _mm512_set1_ps(scale), max_scaled = _mm512_set1_ps(scale * _mm512_reduce_max_ps(top));
   __m512 total = _mm512_setzero_ps();
-  for (int64_t j = 0; j < Lpad; j += 16) {
-    const __m512 e = _mm512_maskz_mov_ps(first(L - j), exp_nonpositive(_mm512_mul_ps(
-                                                          _mm512_sub_ps(_mm512_loadu_ps(s + j), max), sc)));
+  for (int64_t j = 0; j < Lpad; j += 16) {  // e = exp(scale s - scale max)
+    const __m512 e = _mm512_maskz_mov_ps(first(L - j), exp_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), sc,
+                                                                                       max_scaled)));
     total = _mm512_add_ps(total, e);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j), (__m256i)_mm512_cvtneps_pbh(e));
   }
@@ -168,7 +181,9 @@ static void attend_head(Head& h, float scale, uint16_t* out, int64_t out_row_str
   for (int64_t q0 = 0; q0 < h.L; q0 += kRows) {
     score_rows(h, q0);
     float inv_sum[kRows];
-    for (int64_t r = 0; r < kRows; ++r)  // rows past L: zero queries, finite scores, never written out
+    // Rows past L (zero queries) are left as they are: a row of P V depends on its own row of P alone, and
+    // those rows are never written out.
+    for (int64_t r = 0; r < std::min(kRows, h.L - q0); ++r)
       inv_sum[r] = softmax_row(&h.scores[r * h.Lpad], &h.probs[r * h.Lpad], h.L, h.Lpad, scale);
     for (int64_t r0 = 0; r0 < kRows && q0 + r0 < h.L; r0 += 16) {
       weighted_values(h, &h.probs[r0 * h.Lpad]);

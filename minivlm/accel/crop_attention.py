@@ -3,8 +3,8 @@
 Why: on CPU in bfloat16 the ViT's attention (16 heads of 72 channels over 729 patches, 13 crops for the 1176x910
 benchmark image) runs in PyTorch's SDPA at about 0.11 TFLOP/s, a fifth of the rate oneDNN's matrix products reach
 on the same machine, and a third of a ViT block's time. Measured on 2 cores of an Intel Xeon with AMX
-(2026-12-03), one block's attention, [13, 16, 729, 72]: SDPA 254-282 ms, this kernel 154-170 ms (0.59-0.64x, three
-interleaved runs). The kernel is the textbook two-pass softmax for a sequence this short: for 32 queries at a
+(2026-12-03), one block's attention, [13, 16, 729, 72], medians of 7 interleaved runs: SDPA 267 ms, this kernel
+147 ms (0.55x). The kernel is the textbook two-pass softmax for a sequence this short: for 32 queries at a
 time, all 729 scores on the AMX tiles, their softmax in float32, then P V on the tiles, each head's keys and
 values held in the core's cache; it writes the heads side by side ([crops, 729, heads, 72]), so merging them
 before the out projection copies nothing.

@@ -9,8 +9,9 @@ core's cache: its "post-ops". PyTorch exposes them as `torch.ops.mkldnn._linear_
 freezing pass emits for `nn.Linear` on CPU). Measured on that machine, medians of 9 interleaved runs of one block:
 768 ms plain, 602 ms fused (0.78x).
 
-The block is `core.vit.vit_block` with its three MLP/out products swapped for fused ones; the attention half is the
-same `core.vit.self_attention`. The arithmetic differs only in rounding: the fused ops apply the bias, GELU and sum
+The block is `core.vit.vit_block` with its four products swapped for fused ones (the qkv product with its bias
+inside, which PyTorch's `F.linear` copies into the output first); the heads' attention is the same
+`core.vit.attend_heads`. The arithmetic differs only in rounding: the fused ops apply the bias, GELU and sum
 to the float32 accumulator and round to bfloat16 once, where the plain block rounds after the product and again
 after each elementwise op (tests/accel/test_fused_vit.py: float32 equal to 1e-5, bfloat16 the same greedy tokens).
 
@@ -29,7 +30,7 @@ from torch import Tensor
 from ..core import layers
 from ..core.config import VisionConfig
 from ..core.layers import layer_norm
-from ..core.vit import PREFIX, self_attention
+from ..core.vit import PREFIX, attend_heads, qkv_bias
 
 ENABLED = os.environ.get("MINIVLM_CPU_KERNELS", "1") != "0"  # the switch of every CPU fast path in minivlm.accel
 onednn = torch.ops.mkldnn
@@ -39,7 +40,8 @@ def fused_vit_block(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) 
     """`vit_block(x, w, i, cfg)` with fused products. x: [crops, 729, width] on CPU, float32 or bfloat16."""
     p = f"{PREFIX}layers.{i}."
     h = layer_norm(x, w[p + "attn_lnorm.weight"], w[p + "attn_lnorm.bias"], cfg.norm_eps)
-    h = self_attention(h, w, i, cfg)  # [crops, 729, width]
+    qkv = onednn._linear_pointwise(h, w[p + "attn.qkv_w.weight"], qkv_bias(w, i), "none", [], "")  # [.., 3·width]
+    h = attend_heads(qkv, cfg)  # [crops, 729, width]
     x = onednn._linear_pointwise.binary(h, x, w[p + "attn.out.weight"], w[p + "attn.out.bias"], "add")  # x + out(h)
 
     h = layer_norm(x, w[p + "ffn_lnorm.weight"], w[p + "ffn_lnorm.bias"], cfg.norm_eps)

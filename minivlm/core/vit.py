@@ -58,15 +58,25 @@ def unread_weights(cfg: VisionConfig) -> set[str]:
             or key.startswith(PREFIX + "layers.") and int(key.split(".")[3]) > deepest}
 
 
+def qkv_bias(w: dict[str, Tensor], i: int) -> Tensor:
+    """Block i's fused qkv bias: the checkpoint stores the three parts apart."""
+    p = f"{PREFIX}layers.{i}."
+    return torch.cat([w[p + "attn.q_b"], w[p + "attn.k_b"], w[p + "attn.v_b"]])
+
+
 def self_attention(h: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Tensor:
     """Block i's heads over each crop's patches, before the out projection: h [crops, 729, width] (normed)."""
-    p = f"{PREFIX}layers.{i}."
-    crops, n_tokens, width = h.shape
-    qkv_bias = torch.cat([w[p + "attn.q_b"], w[p + "attn.k_b"], w[p + "attn.v_b"]])
-    qkv = linear(h, w[p + "attn.qkv_w.weight"], qkv_bias)  # [crops, 729, 3·width]
+    qkv = linear(h, w[f"{PREFIX}layers.{i}.attn.qkv_w.weight"], qkv_bias(w, i))  # [crops, 729, 3·width]
+    return attend_heads(qkv, cfg)
+
+
+def attend_heads(qkv: Tensor, cfg: VisionConfig) -> Tensor:
+    """The fused projection qkv [crops, 729, 3·width] -> each head's attention over its crop, heads side by side:
+    [crops, 729, width]."""
+    crops, n_tokens, _ = qkv.shape
     qkv = qkv.view(crops, n_tokens, 3, cfg.n_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)  # [3, crops, heads, 729, 72]
     h = attention(qkv[0], qkv[1], qkv[2])  # full (non-causal) attention over the crop's patches
-    return h.transpose(1, 2).reshape(crops, n_tokens, width)  # [crops, 729, width]
+    return h.transpose(1, 2).reshape(crops, n_tokens, cfg.n_heads * cfg.head_dim)  # [crops, 729, width]
 
 
 def vit_block(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Tensor:
