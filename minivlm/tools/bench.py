@@ -3,7 +3,8 @@
     python -m minivlm.bench --random-init --image 1176x910 --dtype bfloat16 --new-tokens 64
 
 It times the vision encoder alone, the time to first token (vision + LLM prefill + first token) and the decode
-rate, and measures the machine's memory read bandwidth and matrix-multiply rate in the same run. Decoding one
+rate, and measures the machine's memory read bandwidth, matrix-multiply rate and the prompt's matrix products
+alone at their own shapes in the same run (probes.py). Decoding one
 token must read every decoder weight once, so `bandwidth / bytes per token` is the decode roofline;
 `roofline_pct` is how much of it we reach. The first token must do the prompt's arithmetic (flops.py: the ViT,
 the connector and the prefill, matrix products and attention), so `FLOP / matmul rate` is its compute roofline;
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -41,86 +41,13 @@ from ..formats.config_json import load_config
 from ..generate import DTYPES
 from ..devices import check_device, device_time
 from ..vlm import VLM, generate_ids, load
-from .flops import Product, prompt_flops, prompt_products
+from .flops import prompt_flops, prompt_products
+from .probes import (decode_bytes_per_token, matmul_tflops, peak_rss_gb, read_bandwidth_gbps, read_rate_gbps,
+                     time_products)
 from .random_init import random_init_batch, random_weights, synthetic_image
 
 REAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "jina-vlm"
 PROMPT = "Describe this image in detail."
-
-
-def read_bandwidth_gbps(device: torch.device, gigabytes: float = 1.0, repeats: int = 7) -> float:
-    """Memory read bandwidth: the best time of summing a buffer far larger than any cache."""
-    return read_rate_gbps(torch.ones(int(gigabytes * 1e9) // 4, dtype=torch.float32, device=device), repeats)
-
-
-def read_rate_gbps(tensor: torch.Tensor, repeats: int = 3) -> float:
-    """GB/s of summing `tensor` (far larger than any cache), the best of `repeats`. On a tensor the model already
-    holds (the LM head, 0.62 GB), a probe that allocates nothing, so it can sit right before and after each timed
-    decode without raising the peak memory: on a shared machine the bandwidth swings (32-56 GB/s within minutes
-    on the README's), and a probe minutes away from the decode may see another machine."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = device_time(tensor.device)
-        tensor.sum()
-        best = min(best, device_time(tensor.device) - start)
-    return tensor.numel() * tensor.element_size() / best / 1e9
-
-
-def matmul_tflops(device: torch.device, dtype: torch.dtype, rows: int = 4 * 729,
-                  seconds: float = 2.0) -> tuple[float, float]:
-    """The matrix library's rate in `dtype` on the ViT MLP's two products over 4 crops (29 GFLOP each, shapes it
-    runs well), the faster of the two: (sustained, burst) in TFLOP/s. Sustained: products back to back for
-    `seconds`, all their FLOP over all their time, the rate a prompt of many seconds meets; burst: the best single
-    product. They differ where the CPU slows its matrix units after a fraction of a second of full use: on 2 cores
-    of an Intel Xeon with AMX, 2.3 TFLOP/s for the first 0.15 s, then 0.6-0.9 (2026-12-02). The roofline uses the
-    sustained rate. Attention and smaller shapes run slower, so it bounds the prompt's rate from above."""
-    generator = torch.Generator(device=device).manual_seed(0)
-    sustained = burst = 0.0
-    for fan_in, fan_out in ((1152, 4304), (4304, 1152)):
-        x = torch.randn(rows, fan_in, generator=generator, device=device).to(dtype)
-        weight = (torch.randn(fan_out, fan_in, generator=generator, device=device) * 0.02).to(dtype)
-        flop = 2 * rows * fan_in * fan_out
-        torch.nn.functional.linear(x, weight)  # warm-up: oneDNN picks and builds its kernel on the first call
-        start = now = device_time(device)
-        products = 0
-        while now - start < seconds:
-            before = now
-            torch.nn.functional.linear(x, weight)
-            now, products = device_time(device), products + 1
-            burst = max(burst, flop / (now - before) / 1e12)
-        sustained = max(sustained, products * flop / (now - start) / 1e12)
-    return sustained, burst
-
-
-def time_products(products: list[Product], device: torch.device, dtype: torch.dtype) -> float:
-    """Seconds of the prompt's matrix products alone: each shape `count` times back to back, as the prompt meets
-    them (random numbers; each shape warmed up once). Nothing else runs, no attention, no elementwise work: what
-    the matrix library does on this machine at these shapes, which bounds what any implementation built on it can
-    reach. Its weights, inputs and outputs are allocated one shape at a time (at most 0.2 GB for the release)."""
-    generator = torch.Generator(device=device).manual_seed(0)
-    total = 0.0
-    for product in products:  # drawn in `dtype` at once: no float32 copies raising the peak memory
-        x = torch.randn(product.rows, product.fan_in, generator=generator, device=device, dtype=dtype)
-        weight = torch.randn(product.fan_out, product.fan_in, generator=generator, device=device, dtype=dtype) * 0.02
-        torch.nn.functional.linear(x, weight)  # warm-up: oneDNN builds its kernel for the shape on the first call
-        start = device_time(device)
-        for _ in range(product.count):
-            torch.nn.functional.linear(x, weight)
-        total += device_time(device) - start
-    return total
-
-
-def decode_bytes_per_token(weights: dict, cfg: ModelConfig) -> int:
-    """Bytes every decode step must read: the decoder blocks, the final norm and the LM head (not the ViT,
-    not the embedding table, of which one row is read)."""
-    return sum(t.numel() * t.element_size() for k, t in weights.items()
-               if k.startswith("model.language_model.layers.") or k in ("model.language_model.ln_f.weight",
-                                                                          "lm_head.weight"))
-
-
-def peak_rss_gb() -> float:
-    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return kilobytes * (1 if sys.platform == "darwin" else 1024) / 1e9
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -184,7 +111,7 @@ def compare_with_official(result: dict, official: dict) -> list[tuple[str, str]]
     """Add the official code's timings and our ratios to `result`, and what the aim (TARGET_VS_OFFICIAL x the
     official time) asks of this machine: `vision_aim_roofline_pct` and `ttft_aim_roofline_pct`, the share of the
     compute roofline (the measured matmul rate) the part would have to reach, `vision_aim_products_pct` and
-    `ttft_aim_products_pct`, the prompt's matrix products alone (`time_products`) against the aim, and
+    `ttft_aim_products_pct`, the prompt's matrix products alone (`probes.time_products`) against the aim, and
     `..._aim_floor_pct`, those products plus the attention's FLOP at the products' own rate. Over 100 %, no
     code can reach the aim here: not at this machine's matrix rate (roofline), not with this matrix library at the
     prompt's shapes (products) even if everything else were free. Returns the rows to print."""

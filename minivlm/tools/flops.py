@@ -56,7 +56,7 @@ def attention_flop(pairs: int, heads: int, head_dim: int) -> int:
 @dataclass(frozen=True)
 class Product:
     """One `linear` shape of the prompt, run `count` times: [rows, fan_in] times a [fan_out, fan_in] weight. The
-    bench times these shapes alone (`bench.time_products`), the matrix library's own speed on this prompt."""
+    bench times these shapes alone (`probes.time_products`), the matrix library's own speed on this prompt."""
 
     rows: int
     fan_in: int

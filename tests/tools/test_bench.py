@@ -10,7 +10,7 @@ from conftest import FIXTURE_DIR
 
 from minivlm.formats.config_json import load_config
 from minivlm.formats.weights import expected_shapes, unused_keys
-from minivlm.tools import bench
+from minivlm.tools import bench, probes
 from minivlm.tools.bench_official import official_inputs
 from minivlm.tools.flops import Product, prompt_flops
 
@@ -132,9 +132,9 @@ def test_matmul_rate_sustained_is_all_products_over_all_their_time(monkeypatch):
     the first product's, and the faster of the two shapes counts."""
     readings = iter([0.0, 0.25, 1.25, 2.25,  # MLP up: three products in 2.25 s
                      10.0, 11.0, 12.0])  # MLP down: two in 2 s
-    monkeypatch.setattr(bench, "device_time", lambda device: next(readings))
+    monkeypatch.setattr(probes, "device_time", lambda device: next(readings))
     monkeypatch.setattr(torch.nn.functional, "linear", lambda x, weight: None)
-    sustained, burst = bench.matmul_tflops(torch.device("cpu"), torch.float32, rows=10, seconds=2.0)
+    sustained, burst = probes.matmul_tflops(torch.device("cpu"), torch.float32, rows=10, seconds=2.0)
     flop = 2 * 10 * 1152 * 4304  # either product
     assert burst == pytest.approx(flop / 0.25 / 1e12)
     assert sustained == pytest.approx(3 * flop / 2.25 / 1e12)
@@ -145,8 +145,8 @@ def test_products_alone_are_each_shape_count_times_back_to_back(monkeypatch):
     the shapes' times add up. A scripted clock: 3 qkv-like products in 1.5 s, then 1 in 0.25 s."""
     readings = iter([0.0, 1.5, 7.0, 7.25])
     calls = []
-    monkeypatch.setattr(bench, "device_time", lambda device: next(readings))
+    monkeypatch.setattr(probes, "device_time", lambda device: next(readings))
     monkeypatch.setattr(torch.nn.functional, "linear", lambda x, weight: calls.append((x.shape, weight.shape)))
     products = [Product(rows=6, fan_in=4, fan_out=12, count=3), Product(rows=1, fan_in=4, fan_out=5)]
-    assert bench.time_products(products, torch.device("cpu"), torch.bfloat16) == pytest.approx(1.75)
+    assert probes.time_products(products, torch.device("cpu"), torch.bfloat16) == pytest.approx(1.75)
     assert calls == [((6, 4), (12, 4))] * 4 + [((1, 4), (5, 4))] * 2  # each shape: warm-up + count
