@@ -210,6 +210,7 @@ torch::Tensor crop_attention_bf16(const torch::Tensor& q, const torch::Tensor& k
   TORCH_CHECK(q.strides() == k.strides() && q.strides() == v.strides() && q.stride(3) == 1,
               "crop_attention_bf16: q, k, v with the same strides, unit stride along D, expected");
   TORCH_CHECK(amx_permitted(), "crop_attention_bf16: the kernel did not get the AMX tile state");
+  TORCH_CHECK(q.stride(2) < (int64_t{1} << 26), "crop_attention_bf16: rows too far apart for 32-bit gathers");
   const int64_t C = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
   auto out = torch::empty({C, L, H, D}, q.options());
   const auto* Q = reinterpret_cast<const uint16_t*>(q.data_ptr());
@@ -230,4 +231,5 @@ torch::Tensor crop_attention_bf16(const torch::Tensor& q, const torch::Tensor& k
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("crop_attention_bf16", &crop_attention_bf16, "full attention over each crop's patches, AMX, bfloat16");
+  m.def("amx_permitted", &amx_permitted, "whether Linux gave this process the AMX tile state");
 }

@@ -47,7 +47,8 @@ def _kernel():
     """The compiled extension (built on the first call), or None where it cannot run here."""
     if not cpu_has_amx():
         return None
-    return build(SOURCE, CFLAGS, "the CPU attention kernel", "the ViT's attention runs in PyTorch's SDPA")
+    module = build(SOURCE, CFLAGS, "the CPU attention kernel", "the ViT's attention runs in PyTorch's SDPA")
+    return module if module is not None and module.amx_permitted() else None  # an OS may withhold the tiles
 
 
 def available() -> bool:
