@@ -1,4 +1,5 @@
-// Decoding's two memory-bound loops, for CPUs with AVX512-BF16 (see cpu_decode.py for why and when).
+// Decoding's two memory-bound loops, and the decoder's q/k norm + RoPE, for CPUs with AVX512-BF16
+// (see cpu_decode.py for why and when).
 //
 // 1. gemv_bf16: the matrix-vector products.
 // y[m, o] = sum_i x[m, i] * w[o, i] for bfloat16 x [M, I] and w [O, I] (nn.Linear's layout), float32 y [M, O].
@@ -134,7 +135,61 @@ torch::Tensor attend_bf16(const torch::Tensor& q, const torch::Tensor& k, const 
   return out;
 }
 
+// 3. norm_rope_bf16: Qwen3's per-head RMSNorm of q or k, then RoPE, in one pass over each row of D values.
+//
+// The same roundings as the plain ops (layers.rms_norm, rope.apply_rope), in the same order: n = bf16(x r) with
+// r = 1 / sqrt(mean(x^2) + eps) in float32; y = bf16(n w); out = bf16(y cos + rotate_half(y) sin), each product
+// and the sum rounded to float32 (no fused multiply-add: CFLAGS has -ffp-contract=off). Only the order of the
+// float32 sum of squares differs from PyTorch's. x [B, H, L, D] (any strides, unit stride on D), weight [D] bf16,
+// cos, sin [B, 1, L, D] float32 contiguous; out [B, H, L, D] with x's [B, L, H, D] memory order, as PyTorch's.
+torch::Tensor norm_rope_bf16(const torch::Tensor& x, const torch::Tensor& weight, double eps, const torch::Tensor& cos,
+                             const torch::Tensor& sin) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kBFloat16 && x.stride(3) == 1 && weight.is_contiguous() &&
+              weight.scalar_type() == at::kBFloat16 && weight.numel() == x.size(3) && x.size(3) % 32 == 0,
+              "norm_rope_bf16: x [B, H, L, D] bfloat16 with unit stride on D (a multiple of 32), weight [D]");
+  const int64_t B = x.size(0), H = x.size(1), L = x.size(2), D = x.size(3), half = D / 2;
+  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.scalar_type() == at::kFloat &&
+              sin.scalar_type() == at::kFloat && cos.numel() == B * L * D && sin.numel() == B * L * D,
+              "norm_rope_bf16: cos, sin [B, 1, L, D] float32 contiguous expected");
+  auto out = torch::empty({B, L, H, D}, x.options());
+  const auto* X = reinterpret_cast<const uint16_t*>(x.data_ptr());
+  const auto* W = reinterpret_cast<const uint16_t*>(weight.data_ptr());
+  const float* COS = cos.data_ptr<float>();
+  const float* SIN = sin.data_ptr<float>();
+  auto* OUT = reinterpret_cast<uint16_t*>(out.data_ptr());
+  const auto round = [](__m512 v) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(
+                                        (__m256i)_mm512_cvtneps_pbh(v)), 16)); };  // float -> bf16 -> float
+  at::parallel_for(0, B * L * H, 64, [&](int64_t begin, int64_t end) {
+    std::vector<float> y(D);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / (L * H), l = row / H % L, h = row % H;
+      const uint16_t* xr = X + b * x.stride(0) + h * x.stride(1) + l * x.stride(2);
+      __m512 squares = _mm512_setzero_ps();
+      for (int64_t d = 0; d < D; d += 16) {
+        const __m512 v = bf16_to_float(xr + d);
+        squares = _mm512_add_ps(squares, _mm512_mul_ps(v, v));
+      }
+      const __m512 r = _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(squares) / D + float(eps)));
+      for (int64_t d = 0; d < D; d += 16)
+        _mm512_storeu_ps(&y[d], round(_mm512_mul_ps(round(_mm512_mul_ps(bf16_to_float(xr + d), r)),
+                                                    bf16_to_float(W + d))));
+      const float* c = COS + (b * L + l) * D;
+      const float* s = SIN + (b * L + l) * D;
+      uint16_t* o = OUT + row * D;
+      for (int64_t d = 0; d < D; d += 16) {  // rotate_half: (-second half, first half)
+        const __m512 turned = d < half ? _mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(&y[d + half]))
+                                       : _mm512_loadu_ps(&y[d - half]);
+        const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(&y[d]), _mm512_loadu_ps(c + d)),
+                                       _mm512_mul_ps(turned, _mm512_loadu_ps(s + d)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + d), (__m256i)_mm512_cvtneps_pbh(v));
+      }
+    }
+  });
+  return out.transpose(1, 2);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv_bf16", &gemv_bf16, "y = x w^T, bfloat16 in, float32 out, 1 or 4 weight rows at a time");
   m.def("attend_bf16", &attend_bf16, "one query per head against the KV cache, bfloat16");
+  m.def("norm_rope_bf16", &norm_rope_bf16, "per-head RMSNorm then RoPE, one pass, bfloat16");
 }

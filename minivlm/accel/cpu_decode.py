@@ -9,13 +9,17 @@ SDPA over the 28 layers' caches takes 20 ms per token against 9 ms here. The ker
 vectorised: each thread reads its share of the memory once, front to back (on Intel CPUs four weight rows side
 by side: 21 against 15 GB/s on a 2-core Xeon with AMX; `rows_side_by_side`).
 
+A third kernel, `norm_rope`, does the decoder's q/k RMSNorm and RoPE in one pass over each head's row, with the
+plain ops' roundings in their order: PyTorch runs them as about ten passes over float32 copies of q and k, 1-2 s
+of a 1,774-token prefill on the Xeon; the kernel takes a few ms per layer.
+
 `install()` plugs them into `minivlm.core.layers.hooks`: then `layers.linear` uses `linear` for inputs of at most
-MAX_ROWS rows, and `layers.attention` uses `attend` for one new token without a mask, wherever they apply: CPU, bfloat16, no autograd, a CPU with AVX512-BF16 and a C++
-compiler to build them with (once per kernel source and torch version, about 30 s, said on stderr; cached under
-~/.cache/torch_extensions/minivlm_cpu_decode_<hash>). Everywhere
-else, and with MINIVLM_CPU_KERNELS=0, PyTorch's own ops run. Same arithmetic as those: exact bfloat16 products
-summed in float32, one rounding to bfloat16 at the end; only the order of the float32 sums differs
-(tests/test_cpu_decode.py).
+MAX_ROWS rows, `layers.attention` uses `attend` for one new token without a mask, and the decoder's q/k norm uses
+`norm_rope`, wherever they apply: CPU, bfloat16, no autograd, a CPU with AVX512-BF16 and a C++ compiler to build
+them with (once per kernel source and torch version, about 30 s, said on stderr; cached under
+~/.cache/torch_extensions/minivlm_cpu_decode_<hash>). Everywhere else, and with MINIVLM_CPU_KERNELS=0, PyTorch's
+own ops run. Same arithmetic as those: exact bfloat16 products summed in float32, one rounding to bfloat16 at the
+end; only the order of the float32 sums differs (tests/accel/test_cpu_decode.py).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from .cpp_build import build
 SOURCE = Path(__file__).with_name("cpu_decode.cpp")
 MAX_ROWS = 4  # a decoding batch; from about 8 rows on, oneDNN (computing rather than streaming) is faster
 ENABLED = os.environ.get("MINIVLM_CPU_KERNELS", "1") != "0"
-CFLAGS = ["-O3", "-mavx512f", "-mavx512bf16", "-fopenmp"]
+CFLAGS = ["-O3", "-mavx512f", "-mavx512bf16", "-ffp-contract=off", "-fopenmp"]  # no FMA: norm_rope rounds as torch
 
 
 def rows_side_by_side(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
@@ -94,6 +98,24 @@ def attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     return _kernels().attend_bf16(q.contiguous(), k, v, scale)  # [B, Hkv, G, D]
 
 
+def handles_norm_rope(x: Tensor, weight: Tensor, cos: Tensor, sin: Tensor) -> bool:
+    """Whether `norm_rope` runs here: bfloat16 q or k [B, H, L, D] on CPU (D a multiple of 32, unit stride), float32
+    cos and sin [B, 1, L, D] contiguous, nothing to differentiate."""
+    return (_applies(x, weight) and x.dim() == 4 and x.shape[-1] % 32 == 0 and x.stride(-1) == 1
+            and weight.is_contiguous() and cos.dtype == sin.dtype == torch.float32
+            and cos.shape == sin.shape == (x.shape[0], 1, x.shape[2], x.shape[3])
+            and cos.is_contiguous() and sin.is_contiguous() and _kernels() is not None)
+
+
+def norm_rope(x: Tensor, weight: Tensor, eps: float, cos: Tensor, sin: Tensor) -> Tensor:
+    """`apply_rope(rms_norm(x, weight, eps), cos, sin)` in one pass (check `handles_norm_rope` first)."""
+    return _kernels().norm_rope_bf16(x, weight, eps, cos, sin)
+
+
+def _norm_rope_hook(x: Tensor, weight: Tensor, eps: float, cos: Tensor, sin: Tensor) -> Tensor | None:
+    return norm_rope(x, weight, eps, cos, sin) if handles_norm_rope(x, weight, cos, sin) else None
+
+
 def _linear_hook(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | None:
     return linear(x, weight, bias) if handles_linear(x, weight) else None
 
@@ -111,6 +133,7 @@ def install() -> bool:
     if not available():
         return False
     layers.hooks.linear, layers.hooks.decode_attention = _linear_hook, _attention_hook
+    layers.hooks.norm_rope = _norm_rope_hook
     return True
 
 
@@ -120,3 +143,5 @@ def uninstall() -> None:
         layers.hooks.linear = None
     if layers.hooks.decode_attention is _attention_hook:
         layers.hooks.decode_attention = None
+    if layers.hooks.norm_rope is _norm_rope_hook:
+        layers.hooks.norm_rope = None

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .config import TextConfig
-from .layers import attention, linear, rms_norm, swiglu
+from .layers import attention, hooks, linear, rms_norm, swiglu
 from .rope import apply_rope, rope_angles
 
 PREFIX = "model.language_model."
@@ -128,6 +128,14 @@ def attention_mask(valid: Tensor, q_len: int) -> Tensor | None:
     return (mask | (k_pos == q_pos)[None])[:, None]  # [B, 1, q_len, length]
 
 
+def normed_rope(x: Tensor, weight: Tensor, eps: float, cos: Tensor, sin: Tensor) -> Tensor:
+    """Qwen3's q/k norm (RMSNorm per head) then RoPE, on x [B, heads, L, head_dim] (`hooks.norm_rope`: both in one
+    pass, the same roundings)."""
+    if hooks.norm_rope is not None and (out := hooks.norm_rope(x, weight, eps, cos, sin)) is not None:
+        return out
+    return apply_rope(rms_norm(x, weight, eps), cos, sin)
+
+
 def decoder_block(x: Tensor, w: dict[str, Tensor], j: int, cfg: TextConfig, cos: Tensor, sin: Tensor,
                   cache: KVCache, start: int, mask: Tensor | None) -> Tensor:
     """One Qwen3 block on x [B, L, width] at positions start..start+L-1 of the cache, which gets its keys/values."""
@@ -141,8 +149,8 @@ def decoder_block(x: Tensor, w: dict[str, Tensor], j: int, cfg: TextConfig, cos:
     q = q.view(batch, q_len, cfg.n_heads, cfg.head_dim).transpose(1, 2)  # [B, 16, L, 128]
     k = k.view(batch, q_len, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)  # [B, 8, L, 128]
     v = v.view(batch, q_len, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
-    q = apply_rope(rms_norm(q, w[p + "attn.q_lnorm.weight"], cfg.norm_eps), cos, sin)  # q/k norm per head, before RoPE
-    k = apply_rope(rms_norm(k, w[p + "attn.k_lnorm.weight"], cfg.norm_eps), cos, sin)
+    q = normed_rope(q, w[p + "attn.q_lnorm.weight"], cfg.norm_eps, cos, sin)
+    k = normed_rope(k, w[p + "attn.k_lnorm.weight"], cfg.norm_eps, cos, sin)
 
     end = start + q_len
     cache.keys[j][:, :, start:end] = k

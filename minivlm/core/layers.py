@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # linear(x, weight, bias), decode_attention(q [B, Hkv, G, D], k, v, scale), full_attention(q, k, v, scale) (no
-# mask, several queries: the ViT's) and vit_block(x, w, i, cfg) (a whole ViT block, `vit.vit_block`'s arguments):
-# a result, or None = "not mine".
-hooks = SimpleNamespace(linear=None, decode_attention=None, full_attention=None, vit_block=None)
+# mask, several queries: the ViT's), norm_rope(x, weight, eps, cos, sin) (the decoder's q/k norm then RoPE) and
+# vit_block(x, w, i, cfg) (a whole ViT block, `vit.vit_block`'s arguments): a result, or None = "not mine".
+hooks = SimpleNamespace(linear=None, decode_attention=None, full_attention=None, norm_rope=None, vit_block=None)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -8,6 +8,8 @@ from conftest import CASES, FIXTURE_DIR, case_images
 
 import minivlm
 from minivlm.accel import cpu_decode
+from minivlm.core.layers import rms_norm
+from minivlm.core.rope import apply_rope, rope_angles
 from minivlm.formats.image_io import open_image
 from minivlm.tiny import DEMO_DIR
 
@@ -74,6 +76,26 @@ def test_attend_equals_float64_softmax_attention(kernels, batch, kv_heads, group
     assert (got.double() - exact).abs().max() <= (sdpa.double() - exact).abs().max() * 1.5 + 1e-6
 
 
+@pytest.mark.parametrize("batch, heads, length, head_dim", [(1, 16, 1774, 128), (2, 8, 7, 128), (1, 4, 1, 32)])
+def test_norm_rope_rounds_as_the_plain_ops(kernels, batch, heads, length, head_dim):
+    """q/k norm + RoPE in one pass against `apply_rope(rms_norm(...))` on slices of a qkv product, as the decoder
+    has them: the same roundings in the same order, so equal but where the float32 sum of squares, summed in
+    another order, moves a normed value across a bfloat16 rounding boundary (measured: 8 of 3.6 M values); that one
+    step of a normed value, turned by RoPE, moves an output by at most one bfloat16 step of the head's largest."""
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(batch, length, 3 * heads * head_dim, generator=g).bfloat16() * 3
+    x = qkv[..., :heads * head_dim].view(batch, length, heads, head_dim).transpose(1, 2)  # [B, H, L, D]
+    weight = (torch.rand(head_dim, generator=g) + 0.5).bfloat16()
+    cos, sin = rope_angles(torch.arange(length).expand(batch, length) + 3, head_dim, 1e6)
+    assert cpu_decode.handles_norm_rope(x, weight, cos, sin)
+    ours, plain = cpu_decode.norm_rope(x, weight, 1e-6, cos, sin), apply_rope(rms_norm(x, weight, 1e-6), cos, sin)
+    assert ours.shape == plain.shape and ours.dtype == torch.bfloat16
+    differ = ours != plain
+    assert differ.float().mean() < 1e-5
+    largest = plain.float().abs().max()
+    torch.testing.assert_close(ours[differ].float(), plain[differ].float(), rtol=0, atol=BF16_STEP * largest)
+
+
 def test_only_decoding_shapes_use_the_kernels(kernels, monkeypatch):
     w = torch.zeros(16, 64, dtype=torch.bfloat16)
     assert cpu_decode.handles_linear(torch.zeros(4, 64, dtype=torch.bfloat16), w)
@@ -81,6 +103,8 @@ def test_only_decoding_shapes_use_the_kernels(kernels, monkeypatch):
     assert not cpu_decode.handles_linear(torch.zeros(1, 64), w.float())  # float32
     assert not cpu_decode.handles_linear(torch.zeros(1, 48, dtype=torch.bfloat16), torch.zeros(16, 48).bfloat16())
     assert not cpu_decode.handles_linear(torch.zeros(1, 64, dtype=torch.bfloat16, requires_grad=True), w)  # training
+    angles = torch.zeros(1, 1, 3, 16), torch.zeros(1, 1, 3, 16)  # the fixture's 16-wide heads: the plain ops
+    assert not cpu_decode.handles_norm_rope(torch.zeros(1, 2, 3, 16, dtype=torch.bfloat16), w[0, :16], *angles)
     kv = torch.zeros(1, 2, 10, 72, dtype=torch.bfloat16)  # the pooler's 72-wide heads: SDPA
     assert not cpu_decode.handles_attention(torch.zeros(1, 2, 1, 72, dtype=torch.bfloat16), kv, kv)
     monkeypatch.setattr(cpu_decode, "ENABLED", False)  # MINIVLM_CPU_KERNELS=0
@@ -101,6 +125,7 @@ def test_generation_with_and_without_the_kernels(kernels, monkeypatch, model_dir
     are bfloat16 values: one step at 8.0 is 0.0625)."""
     vlm = minivlm.load(model_dir, dtype=torch.bfloat16)
     linears, attends = count_calls(monkeypatch, "linear"), count_calls(monkeypatch, "attend")
+    norm_ropes = count_calls(monkeypatch, "norm_rope")  # 32-wide heads and up: the tiny model's, not the fixture's
     if model_dir == TINY_MODEL:
         image = open_image(TINY_MODEL / "example.png")
         cases = [(vlm.render_chat([{"role": "user", "content": q}], 1), [image])
@@ -110,10 +135,12 @@ def test_generation_with_and_without_the_kernels(kernels, monkeypatch, model_dir
     for prompt, images in cases:
         linears.clear()
         attends.clear()
+        norm_ropes.clear()
         monkeypatch.setattr(cpu_decode, "ENABLED", True)
         fast = vlm.generate(prompt, images, max_new_tokens=8, stop_ids=[], return_logits=True)
         assert len(linears) == 7 * n_layers * 4 + 8  # 7 decoding steps x (qkv, out, up, down); 8 one-row LM heads
         assert len(attends) == (7 * n_layers if uses_attend else 0)
+        assert len(norm_ropes) == (8 * n_layers * 2 if uses_attend else 0)  # (prefill + 7 steps) x (q, k)
         monkeypatch.setattr(cpu_decode, "ENABLED", False)
         plain = vlm.generate(prompt, images, max_new_tokens=8, stop_ids=[], return_logits=True)
         assert fast.token_ids == plain.token_ids
