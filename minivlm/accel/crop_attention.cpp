@@ -66,7 +66,9 @@ static void configure_tiles() {
   _tile_loadconfig(&cfg);
 }
 
-// A head's inputs in tile layouts, zero-padded; reused from task to task.
+// A head's inputs in tile layouts, zero-padded; reused from task to task. The padding is zeroed once, here: every
+// head of a call has the same L and D, and `load` writes only the real patches and channels (the gathers' and
+// masked loads' lanes past L or D write zeros, the same zeros).
 struct Head {
   int64_t L, D, Lpad, Dpad;
   std::vector<uint16_t> q;   // [Lpad, Dpad]: rows of A tiles
@@ -76,8 +78,11 @@ struct Head {
   std::vector<uint16_t> probs;  // [kRows, Lpad] bf16
   std::vector<float> out;     // [16, Dpad]
 
+  Head(int64_t L, int64_t D)
+      : L(L), D(D), Lpad((L + 31) / 32 * 32), Dpad((D + 31) / 32 * 32), q(Lpad * Dpad), kt(Dpad / 2 * Lpad),
+        v(Lpad / 2 * Dpad), scores(kRows * Lpad), probs(kRows * Lpad), out(16 * Dpad) {}
+
   void load(const uint16_t* Q, const uint16_t* K, const uint16_t* V, int64_t row_stride) {
-    q.assign(Lpad * Dpad, 0), kt.assign(Dpad / 2 * Lpad, 0), v.assign(Lpad / 2 * Dpad, 0);
     for (int64_t j = 0; j < L; ++j) std::memcpy(&q[j * Dpad], Q + j * row_stride, D * 2);
     // Kᵀ: a patch's (2p, 2p+1) channels are one 32-bit word of its row; gather that word of 16 patches at once.
     const __m512i patch_offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
@@ -100,7 +105,6 @@ struct Head {
         const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(even), odd, 1);
         _mm512_storeu_si512(&v[(j / 2) * Dpad + d], _mm512_permutexvar_epi16(interleave, both));
       }
-    scores.resize(kRows * Lpad), probs.resize(kRows * Lpad), out.resize(16 * Dpad);
   }
 };
 
@@ -218,7 +222,7 @@ torch::Tensor crop_attention_bf16(const torch::Tensor& q, const torch::Tensor& k
   const auto* V = reinterpret_cast<const uint16_t*>(v.data_ptr());
   auto* O = reinterpret_cast<uint16_t*>(out.data_ptr());
   at::parallel_for(0, C * H, 1, [&](int64_t begin, int64_t end) {
-    Head head{L, D, (L + 31) / 32 * 32, (D + 31) / 32 * 32};
+    Head head(L, D);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t c = task / H, h = task % H, offset = c * q.stride(0) + h * q.stride(1);
       head.load(Q + offset, K + offset, V + offset, q.stride(2));

@@ -232,8 +232,7 @@ def main(argv=None) -> dict:
         "compiled_vit": args.compile,
         "vit_blocks": vit_blocks(),  # "fused" (oneDNN post-ops, CPU bfloat16), "compiled" or "plain"
         "vit_attention": vit_attention(),  # "amx" (crop_attention.cpp, CPU bfloat16 with AMX) or "sdpa"
-        "prompt_tokens": int(batch["input_ids"].shape[1]),
-        "crops": len(batch["images"]), "new_tokens": args.new_tokens, "repeat": args.repeat,
+        "prompt_tokens": tokens, "crops": crops, "new_tokens": args.new_tokens, "repeat": args.repeat,
         "vision_s": vision_s,
         "ttft_s": ttft_s,
         "decode_tok_s": decode_tok_s,
