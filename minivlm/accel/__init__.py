@@ -2,7 +2,8 @@
 
 - `cpu_decode`: the two memory-bound loops of bfloat16 decoding on CPU as small C++ kernels.
 - `fused_vit`: on CPU in bfloat16, the ViT's blocks with bias, GELU and residual adds inside oneDNN's products.
-- `crop_attention`: on CPUs with AMX in bfloat16, the ViT's attention over each crop on the AMX tiles (C++).
+- `amx_attention`: on CPUs with AMX in bfloat16, the ViT's attention over each crop and the decoder's causal
+  prefill on the AMX tiles (C++).
 - `compiled_vit`: the ViT's blocks through torch.compile (opt-in: `load(..., compile=True)`, `--compile`).
 
 The model in `minivlm.core` never imports this package; the loader (`minivlm.load`) calls `install_for`.
@@ -15,19 +16,19 @@ import torch
 
 def install_for(device: torch.device, dtype: torch.dtype, compile: bool = False) -> None:
     """Install the speed-ups that apply to a model on `device` in `dtype` (none apply: nothing happens): the
-    compiled ViT blocks if `compile`, else the fused ones and the AMX attention on CPU in bfloat16 (the last model
+    compiled ViT blocks if `compile`, else the fused ones and the AMX attention (ViT and prefill) on CPU in bfloat16 (the last model
     loaded decides)."""
-    from . import compiled_vit, crop_attention, fused_vit
+    from . import amx_attention, compiled_vit, fused_vit
 
     compiled_vit.uninstall()
     fused_vit.uninstall()
-    crop_attention.uninstall()
+    amx_attention.uninstall()
     cpu_bfloat16 = device.type == "cpu" and dtype == torch.bfloat16
     if compile:
         compiled_vit.install()  # alone: a C++ kernel inside would break torch.compile's graph
     elif cpu_bfloat16:
         fused_vit.install()
-        crop_attention.install()
+        amx_attention.install()
     if cpu_bfloat16:
         from . import cpu_decode
 
@@ -43,9 +44,10 @@ def vit_blocks() -> str:
                                                                                             "plain")
 
 
-def vit_attention() -> str:
-    """Which attention the ViT runs now: "amx" (crop_attention) or "sdpa" (PyTorch's), for the bench's report."""
+def attention_kernel() -> str:
+    """Which attention the ViT and the prefill run now: "amx" (amx_attention) or "sdpa" (PyTorch's), for the bench's
+    report."""
     from ..core import layers
-    from . import crop_attention
+    from . import amx_attention
 
-    return "amx" if layers.hooks.full_attention is crop_attention._hook else "sdpa"
+    return "amx" if layers.hooks.attention is amx_attention._hook else "sdpa"

@@ -1,4 +1,5 @@
-"""Building minivlm's C++ CPU kernels (`cpu_decode.cpp`, `crop_attention.cpp`) on first use, once per machine.
+"""Building minivlm's C++ CPU kernels (`cpu_decode.cpp`, `amx_attention.cpp`) on first use, once per machine, and
+what every CPU fast path in minivlm.accel asks before it runs: the MINIVLM_CPU_KERNELS switch, the CPU's features.
 
 `torch.utils.cpp_extension.load` compiles a source into a Python module; this file picks where (a folder keyed by
 everything the binary depends on, so two checkouts share a build and another torch gets its own), says on stderr
@@ -16,7 +17,21 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
+
 PYTHON_TAG = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+ENABLED = os.environ.get("MINIVLM_CPU_KERNELS", "1") != "0"  # the one switch of every CPU fast path in minivlm.accel
+
+
+def cpu_has(*features: str) -> bool:
+    """Whether this CPU has every one of `features`, as torch.cpu names them: "avx512_bf16", "amx_tile", ..."""
+    return all(getattr(torch.cpu, f"_is_{feature}_supported", lambda: False)() for feature in features)
+
+
+def runs_here(*tensors) -> bool:
+    """Whether a CPU kernel may take these tensors: switched on, all bfloat16 on CPU, nothing to differentiate."""
+    return (ENABLED and all(t.device.type == "cpu" and t.dtype == torch.bfloat16 for t in tensors)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
 
 
 def extension_name(stem: str, source: bytes, torch_version: str, flags: list[str], python: str = PYTHON_TAG) -> str:

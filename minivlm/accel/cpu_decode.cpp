@@ -1,4 +1,5 @@
-// Decoding's two memory-bound loops, and the decoder's q/k norm + RoPE, for CPUs with AVX512-BF16
+// Decoding's two memory-bound loops, and the decoder's elementwise passes (RMSNorms, q/k norm + RoPE, the SwiGLU
+// gate), for CPUs with AVX512-BF16
 // (see cpu_decode.py for why and when).
 //
 // 1. gemv_bf16: the matrix-vector products.
@@ -135,13 +136,55 @@ torch::Tensor attend_bf16(const torch::Tensor& q, const torch::Tensor& k, const 
   return out;
 }
 
-// 3. norm_rope_bf16: Qwen3's per-head RMSNorm of q or k, then RoPE, in one pass over each row of D values.
+// 3. rms_norm_bf16 and norm_rope_bf16: Qwen3's RMSNorm of each row (of the hidden states; of each head's q or k,
+// then RoPE), in one pass.
 //
 // The same roundings as the plain ops (layers.rms_norm, rope.apply_rope), in the same order: n = bf16(x r) with
-// r = 1 / sqrt(mean(x^2) + eps) in float32; y = bf16(n w); out = bf16(y cos + rotate_half(y) sin), each product
-// and the sum rounded to float32 (no fused multiply-add: CFLAGS has -ffp-contract=off). Only the order of the
-// float32 sum of squares differs from PyTorch's. x [B, H, L, D] (any strides, unit stride on D), weight [D] bf16,
-// cos, sin [B, 1, L, D] float32 contiguous; out [B, H, L, D] with x's [B, L, H, D] memory order, as PyTorch's.
+// r = 1 / sqrt(mean(x^2) + eps) in float32; y = bf16(n w); for RoPE out = bf16(y cos + rotate_half(y) sin), each
+// product and the sum rounded to float32 (no fused multiply-add: CFLAGS has -ffp-contract=off). Only the order of
+// the float32 sum of squares differs from PyTorch's.
+static inline __m512 round_bf16(__m512 v) {  // float -> bf16 -> float
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v)), 16));
+}
+
+// y = bf16(bf16(x r) w) for one row of D values (D a multiple of 16), as float32.
+static void rms_norm_row(const uint16_t* x, const uint16_t* w, int64_t D, float eps, float* y) {
+  __m512 squares = _mm512_setzero_ps();
+  for (int64_t d = 0; d < D; d += 16) {
+    const __m512 v = bf16_to_float(x + d);
+    squares = _mm512_add_ps(squares, _mm512_mul_ps(v, v));
+  }
+  const __m512 r = _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(squares) / D + eps));
+  for (int64_t d = 0; d < D; d += 16)
+    _mm512_storeu_ps(y + d, round_bf16(_mm512_mul_ps(round_bf16(_mm512_mul_ps(bf16_to_float(x + d), r)),
+                                                     bf16_to_float(w + d))));
+}
+
+// x [..., D] bfloat16 with contiguous rows (any row stride: `row_stride`), weight [D] bf16 -> [..., D] contiguous.
+torch::Tensor rms_norm_bf16(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  TORCH_CHECK(x.dim() >= 1 && x.scalar_type() == at::kBFloat16 && x.stride(-1) == 1 && weight.is_contiguous() &&
+              weight.scalar_type() == at::kBFloat16 && weight.numel() == x.size(-1) && x.size(-1) % 32 == 0,
+              "rms_norm_bf16: x [..., D] bfloat16 with unit stride on D (a multiple of 32), weight [D]");
+  const int64_t D = x.size(-1);
+  const auto rows = x.reshape({-1, D});  // [rows, D], a view where the strides allow
+  auto out = torch::empty(rows.sizes(), x.options());
+  const auto* X = reinterpret_cast<const uint16_t*>(rows.data_ptr());
+  const auto* W = reinterpret_cast<const uint16_t*>(weight.data_ptr());
+  auto* OUT = reinterpret_cast<uint16_t*>(out.data_ptr());
+  at::parallel_for(0, rows.size(0), 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> y(D);
+    for (int64_t row = begin; row < end; ++row) {
+      rms_norm_row(X + row * rows.stride(0), W, D, float(eps), y.data());
+      for (int64_t d = 0; d < D; d += 16)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(OUT + row * D + d),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(&y[d])));
+    }
+  });
+  return out.view(x.sizes());
+}
+
+// x [B, H, L, D] (any strides, unit stride on D), weight [D] bf16, cos, sin [B, 1, L, D] float32 contiguous;
+// out [B, H, L, D] with x's [B, L, H, D] memory order, as PyTorch's.
 torch::Tensor norm_rope_bf16(const torch::Tensor& x, const torch::Tensor& weight, double eps, const torch::Tensor& cos,
                              const torch::Tensor& sin) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kBFloat16 && x.stride(3) == 1 && weight.is_contiguous() &&
@@ -157,22 +200,11 @@ torch::Tensor norm_rope_bf16(const torch::Tensor& x, const torch::Tensor& weight
   const float* COS = cos.data_ptr<float>();
   const float* SIN = sin.data_ptr<float>();
   auto* OUT = reinterpret_cast<uint16_t*>(out.data_ptr());
-  const auto round = [](__m512 v) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(
-                                        (__m256i)_mm512_cvtneps_pbh(v)), 16)); };  // float -> bf16 -> float
   at::parallel_for(0, B * L * H, 64, [&](int64_t begin, int64_t end) {
     std::vector<float> y(D);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / (L * H), l = row / H % L, h = row % H;
-      const uint16_t* xr = X + b * x.stride(0) + h * x.stride(1) + l * x.stride(2);
-      __m512 squares = _mm512_setzero_ps();
-      for (int64_t d = 0; d < D; d += 16) {
-        const __m512 v = bf16_to_float(xr + d);
-        squares = _mm512_add_ps(squares, _mm512_mul_ps(v, v));
-      }
-      const __m512 r = _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(squares) / D + float(eps)));
-      for (int64_t d = 0; d < D; d += 16)
-        _mm512_storeu_ps(&y[d], round(_mm512_mul_ps(round(_mm512_mul_ps(bf16_to_float(xr + d), r)),
-                                                    bf16_to_float(W + d))));
+      rms_norm_row(X + b * x.stride(0) + h * x.stride(1) + l * x.stride(2), W, D, float(eps), y.data());
       const float* c = COS + (b * L + l) * D;
       const float* s = SIN + (b * L + l) * D;
       uint16_t* o = OUT + row * D;
@@ -188,8 +220,54 @@ torch::Tensor norm_rope_bf16(const torch::Tensor& x, const torch::Tensor& weight
   return out.transpose(1, 2);
 }
 
+// 4. silu_gate_bf16: the SwiGLU MLP's gate, silu(gate) * value, in one pass over [value; gate] rows.
+//
+// The plain ops' roundings: s = bf16(g / (1 + e^-g)) in float32, out = bf16(s v). e^-g = 2^n 2^f with n = round(t),
+// f = t - n for t = -g log2(e), 2^f by a degree-5 polynomial fitted for relative error (7.5e-8 at most, PyTorch's
+// Sleef exp is within 1 ulp); e^-g overflows to inf for g < -88 as std::exp does, giving -0 as PyTorch's.
+static inline __m512 exp_float(__m512 x) {
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.327647129e-03f);
+  p = _mm512_add_ps(_mm512_mul_ps(p, f), _mm512_set1_ps(9.675540961e-03f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, f), _mm512_set1_ps(5.550713092e-02f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, f), _mm512_set1_ps(2.402212024e-01f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, f), _mm512_set1_ps(6.931469440e-01f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, f), _mm512_set1_ps(1.000000119e+00f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// x [..., 2n] bfloat16 contiguous ([value; gate] along the last axis, n a multiple of 16) -> [..., n].
+torch::Tensor silu_gate_bf16(const torch::Tensor& x) {
+  TORCH_CHECK(x.dim() >= 1 && x.scalar_type() == at::kBFloat16 && x.is_contiguous() && x.size(-1) % 32 == 0,
+              "silu_gate_bf16: x [..., 2n] bfloat16 contiguous with n a multiple of 16 expected");
+  const int64_t n = x.size(-1) / 2, rows = x.numel() / x.size(-1);
+  auto sizes = x.sizes().vec();
+  sizes.back() = n;
+  auto out = torch::empty(sizes, x.options());
+  const auto* X = reinterpret_cast<const uint16_t*>(x.data_ptr());
+  auto* OUT = reinterpret_cast<uint16_t*>(out.data_ptr());
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const uint16_t* value = X + row * 2 * n;
+      const uint16_t* gate = value + n;
+      for (int64_t d = 0; d < n; d += 16) {
+        const __m512 g = bf16_to_float(gate + d);
+        const __m512 e = exp_float(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        const __m512 silu = round_bf16(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(OUT + row * n + d),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(silu, bf16_to_float(value + d))));
+      }
+    }
+  });
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv_bf16", &gemv_bf16, "y = x w^T, bfloat16 in, float32 out, 1 or 4 weight rows at a time");
   m.def("attend_bf16", &attend_bf16, "one query per head against the KV cache, bfloat16");
+  m.def("rms_norm_bf16", &rms_norm_bf16, "RMSNorm of each row, one pass, bfloat16");
   m.def("norm_rope_bf16", &norm_rope_bf16, "per-head RMSNorm then RoPE, one pass, bfloat16");
+  m.def("silu_gate_bf16", &silu_gate_bf16, "silu(gate) * value of [value; gate] rows, one pass, bfloat16");
 }

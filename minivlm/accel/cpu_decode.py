@@ -9,34 +9,37 @@ SDPA over the 28 layers' caches takes 20 ms per token against 9 ms here. The ker
 vectorised: each thread reads its share of the memory once, front to back (on Intel CPUs four weight rows side
 by side: 21 against 15 GB/s on a 2-core Xeon with AMX; `rows_side_by_side`).
 
-A third kernel, `norm_rope`, does the decoder's q/k RMSNorm and RoPE in one pass over each head's row, with the
-plain ops' roundings in their order: PyTorch runs them as about ten passes over float32 copies of q and k, 1-2 s
-of a 1,774-token prefill on the Xeon; the kernel takes a few ms per layer.
+Two more do the decoder's RMSNorms in one pass over each row, with the plain ops' roundings in their order:
+`norm_rope`, the q/k norm and RoPE of each head (PyTorch runs them as about ten passes over float32 copies of q
+and k, 1-2 s of a 1,774-token prefill on the Xeon; the kernel takes a few ms per layer), and `rms_norm`, the
+norms of the hidden states before attention, before the MLP and at the end (five passes over a float32 copy);
+`silu_gate`, the MLP's silu(gate) * value (two passes), likewise.
 
 `install()` plugs them into `minivlm.core.layers.hooks`: then `layers.linear` uses `linear` for inputs of at most
-MAX_ROWS rows, `layers.attention` uses `attend` for one new token without a mask, and the decoder's q/k norm uses
-`norm_rope`, wherever they apply: CPU, bfloat16, no autograd, a CPU with AVX512-BF16 and a C++ compiler to build
-them with (once per kernel source and torch version, about 30 s, said on stderr; cached under
-~/.cache/torch_extensions/minivlm_cpu_decode_<hash>). Everywhere else, and with MINIVLM_CPU_KERNELS=0, PyTorch's
-own ops run. Same arithmetic as those: exact bfloat16 products summed in float32, one rounding to bfloat16 at the
-end; only the order of the float32 sums differs (tests/accel/test_cpu_decode.py).
+MAX_ROWS rows, `layers.attention` uses `attend` for one new token without a mask, `layers.rms_norm` and
+`layers.silu_gate` use `rms_norm` and `silu_gate`, and the decoder's q/k norm uses `norm_rope`, wherever they
+apply: CPU, bfloat16, no autograd, a CPU with AVX512-BF16 and a C++ compiler to build them with (once per kernel
+source and torch version, about 30 s, said on stderr; cached under ~/.cache/torch_extensions/
+minivlm_cpu_decode_<hash>). Everywhere else, and with MINIVLM_CPU_KERNELS=0, PyTorch's own ops run. Same
+arithmetic as those: exact bfloat16 products summed in float32, the same roundings to bfloat16; only the order of
+the float32 sums differs, and silu's e^x (a polynomial here, Sleef's there) in its last float32 bit
+(tests/accel/test_cpu_decode.py).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ..core import layers
-from .cpp_build import build
+from . import cpp_build
+from .cpp_build import build, cpu_has, runs_here
 
 SOURCE = Path(__file__).with_name("cpu_decode.cpp")
 MAX_ROWS = 4  # a decoding batch; from about 8 rows on, oneDNN (computing rather than streaming) is faster
-ENABLED = os.environ.get("MINIVLM_CPU_KERNELS", "1") != "0"
 CFLAGS = ["-O3", "-mavx512f", "-mavx512bf16", "-ffp-contract=off", "-fopenmp"]  # no FMA: norm_rope rounds as torch
 
 
@@ -56,24 +59,19 @@ SIDE_BY_SIDE = rows_side_by_side()
 @functools.cache
 def _kernels():
     """The compiled extension (built on the first call: cpp_build.py), or None where it cannot run here."""
-    if not getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+    if not cpu_has("avx512_bf16"):
         return None
     return build(SOURCE, CFLAGS, "the CPU decoding kernels", "decoding falls back to PyTorch's ops, about half as fast")
 
 
 def available() -> bool:
     """Whether the kernels are built (building them on the first call) and not switched off."""
-    return ENABLED and _kernels() is not None
-
-
-def _applies(*tensors: Tensor) -> bool:
-    return (ENABLED and all(t.device.type == "cpu" and t.dtype == torch.bfloat16 for t in tensors)
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
+    return cpp_build.ENABLED and _kernels() is not None
 
 
 def handles_linear(x: Tensor, weight: Tensor) -> bool:
     """Whether `linear(x, weight)` runs here: a few rows of bfloat16 on CPU, nothing to differentiate."""
-    return (_applies(x, weight) and x.numel() <= MAX_ROWS * x.shape[-1] and x.shape[-1] % 32 == 0
+    return (runs_here(x, weight) and x.numel() <= MAX_ROWS * x.shape[-1] and x.shape[-1] % 32 == 0
             and weight.is_contiguous() and _kernels() is not None)
 
 
@@ -89,7 +87,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 def handles_attention(q: Tensor, k: Tensor, v: Tensor) -> bool:
     """Whether `attend(q, k, v)` runs here: bfloat16 on CPU, contiguous rows of 32, 64 or 128 values."""
     head_dim = q.shape[-1]
-    return (_applies(q, k, v) and head_dim in (32, 64, 128)
+    return (runs_here(q, k, v) and head_dim in (32, 64, 128)
             and all(t.stride(-1) == 1 and t.stride(-2) == head_dim for t in (k, v)) and _kernels() is not None)
 
 
@@ -101,15 +99,46 @@ def attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 def handles_norm_rope(x: Tensor, weight: Tensor, cos: Tensor, sin: Tensor) -> bool:
     """Whether `norm_rope` runs here: bfloat16 q or k [B, H, L, D] on CPU (D a multiple of 32, unit stride), float32
     cos and sin [B, 1, L, D] contiguous, nothing to differentiate."""
-    return (_applies(x, weight) and x.dim() == 4 and x.shape[-1] % 32 == 0 and x.stride(-1) == 1
+    return (runs_here(x, weight) and x.dim() == 4 and x.shape[-1] % 32 == 0 and x.stride(-1) == 1
             and weight.is_contiguous() and cos.dtype == sin.dtype == torch.float32
             and cos.shape == sin.shape == (x.shape[0], 1, x.shape[2], x.shape[3])
             and cos.is_contiguous() and sin.is_contiguous() and _kernels() is not None)
 
 
+def handles_rms_norm(x: Tensor, weight: Tensor) -> bool:
+    """Whether `rms_norm` runs here: bfloat16 rows [..., D] on CPU (D a multiple of 32, unit stride), nothing to
+    differentiate."""
+    return (runs_here(x, weight) and x.dim() >= 1 and x.shape[-1] % 32 == 0 and x.stride(-1) == 1
+            and weight.is_contiguous() and weight.shape == x.shape[-1:] and _kernels() is not None)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """`layers.rms_norm(x, weight, eps)` in one pass over each row (check `handles_rms_norm` first)."""
+    return _kernels().rms_norm_bf16(x, weight, eps)
+
+
+def handles_silu_gate(value_gate: Tensor) -> bool:
+    """Whether `silu_gate` runs here: bfloat16 [..., 2n] contiguous on CPU (n a multiple of 16), no autograd."""
+    return (runs_here(value_gate) and value_gate.dim() >= 1 and value_gate.shape[-1] % 32 == 0
+            and value_gate.is_contiguous() and _kernels() is not None)
+
+
+def silu_gate(value_gate: Tensor) -> Tensor:
+    """`layers.silu_gate(value_gate)` in one pass (check `handles_silu_gate` first)."""
+    return _kernels().silu_gate_bf16(value_gate)
+
+
 def norm_rope(x: Tensor, weight: Tensor, eps: float, cos: Tensor, sin: Tensor) -> Tensor:
     """`apply_rope(rms_norm(x, weight, eps), cos, sin)` in one pass (check `handles_norm_rope` first)."""
     return _kernels().norm_rope_bf16(x, weight, eps, cos, sin)
+
+
+def _rms_norm_hook(x: Tensor, weight: Tensor, eps: float) -> Tensor | None:
+    return rms_norm(x, weight, eps) if handles_rms_norm(x, weight) else None
+
+
+def _silu_gate_hook(value_gate: Tensor) -> Tensor | None:
+    return silu_gate(value_gate) if handles_silu_gate(value_gate) else None
 
 
 def _norm_rope_hook(x: Tensor, weight: Tensor, eps: float, cos: Tensor, sin: Tensor) -> Tensor | None:
@@ -133,7 +162,8 @@ def install() -> bool:
     if not available():
         return False
     layers.hooks.linear, layers.hooks.decode_attention = _linear_hook, _attention_hook
-    layers.hooks.norm_rope = _norm_rope_hook
+    layers.hooks.rms_norm, layers.hooks.norm_rope, layers.hooks.silu_gate = (_rms_norm_hook, _norm_rope_hook,
+                                                                             _silu_gate_hook)
     return True
 
 
@@ -143,5 +173,9 @@ def uninstall() -> None:
         layers.hooks.linear = None
     if layers.hooks.decode_attention is _attention_hook:
         layers.hooks.decode_attention = None
+    if layers.hooks.rms_norm is _rms_norm_hook:
+        layers.hooks.rms_norm = None
     if layers.hooks.norm_rope is _norm_rope_hook:
         layers.hooks.norm_rope = None
+    if layers.hooks.silu_gate is _silu_gate_hook:
+        layers.hooks.silu_gate = None

@@ -22,7 +22,6 @@ blocks instead. Autograd (training) always runs the plain block.
 
 from __future__ import annotations
 
-import os
 
 import torch
 from torch import Tensor
@@ -31,8 +30,9 @@ from ..core import layers
 from ..core.config import VisionConfig
 from ..core.layers import layer_norm
 from ..core.vit import PREFIX, attend_heads, qkv_bias
+from . import cpp_build
+from .cpp_build import runs_here
 
-ENABLED = os.environ.get("MINIVLM_CPU_KERNELS", "1") != "0"  # the switch of every CPU fast path in minivlm.accel
 onednn = torch.ops.mkldnn
 
 
@@ -52,9 +52,7 @@ def fused_vit_block(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) 
 def applies(x: Tensor, w: dict[str, Tensor], i: int) -> bool:
     """Whether block i runs fused: bfloat16 on a CPU that computes it natively, nothing to differentiate."""
     weight = w[f"{PREFIX}layers.{i}.ffn.up.weight"]
-    return (ENABLED and x.device.type == "cpu" and x.dtype == weight.dtype == torch.bfloat16
-            and onednn._is_mkldnn_bf16_supported()
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+    return runs_here(x, weight) and onednn._is_mkldnn_bf16_supported()
 
 
 def _vit_block_hook(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Tensor | None:
@@ -63,7 +61,7 @@ def _vit_block_hook(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) 
 
 def install() -> bool:
     """Run the ViT's blocks fused wherever `applies`; returns whether installed (not with MINIVLM_CPU_KERNELS=0)."""
-    if not ENABLED or not torch.backends.mkldnn.is_available():
+    if not cpp_build.ENABLED or not torch.backends.mkldnn.is_available():
         return False
     layers.hooks.vit_block = _vit_block_hook
     return True

@@ -20,10 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# linear(x, weight, bias), decode_attention(q [B, Hkv, G, D], k, v, scale), full_attention(q, k, v, scale) (no
-# mask, several queries: the ViT's), norm_rope(x, weight, eps, cos, sin) (the decoder's q/k norm then RoPE) and
-# vit_block(x, w, i, cfg) (a whole ViT block, `vit.vit_block`'s arguments): a result, or None = "not mine".
-hooks = SimpleNamespace(linear=None, decode_attention=None, full_attention=None, norm_rope=None, vit_block=None)
+# linear(x, weight, bias), decode_attention(q [B, Hkv, G, D], k, v, scale), attention(q, k, v, scale, causal) (no
+# mask, several queries: the ViT's, a whole prompt's prefill), rms_norm(x, weight, eps), silu_gate(value_gate),
+# norm_rope(x, weight, eps, cos, sin) (the decoder's q/k norm then RoPE) and vit_block(x, w, i, cfg) (a whole ViT
+# block, `vit.vit_block`'s arguments): a result, or None = "not mine".
+hooks = SimpleNamespace(linear=None, decode_attention=None, attention=None, rms_norm=None, silu_gate=None,
+                        norm_rope=None, vit_block=None)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -43,6 +45,8 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
 
     The order matters in bfloat16 (one rounding before the weight, as the official code does it).
     """
+    if hooks.rms_norm is not None and (y := hooks.rms_norm(x, weight, eps)) is not None:
+        return y
     x32 = x.float()
     normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
     return normed.to(x.dtype) * weight
@@ -50,8 +54,15 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
 
 def swiglu(x: Tensor, up: Tensor, down: Tensor) -> Tensor:
     """Gated MLP: `up` holds [value; gate] rows (value FIRST, unlike most SwiGLU checkpoints)."""
-    value, gate = linear(x, up).chunk(2, dim=-1)
-    return linear(F.silu(gate) * value, down)
+    return linear(silu_gate(linear(x, up)), down)
+
+
+def silu_gate(value_gate: Tensor) -> Tensor:
+    """silu(gate) * value for [..., 2n] = [value; gate] -> [..., n]."""
+    if hooks.silu_gate is not None and (y := hooks.silu_gate(value_gate)) is not None:
+        return y
+    value, gate = value_gate.chunk(2, dim=-1)
+    return F.silu(gate) * value
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
@@ -71,8 +82,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causa
         if mask is None and hooks.decode_attention is not None and (
                 out := hooks.decode_attention(q, k, v, scale)) is not None:
             return out.reshape(batch, n_heads, 1, head_dim)
-    elif mask is None and not causal and hooks.full_attention is not None and (
-            out := hooks.full_attention(q, k, v, scale)) is not None:
+    elif mask is None and hooks.attention is not None and (out := hooks.attention(q, k, v, scale, causal)) is not None:
         return out
     elif group > 1:
         k = k.repeat_interleave(group, dim=1)  # [B, Hq, Lk, D]

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..accel import cpu_decode, install_for, vit_attention, vit_blocks
+from ..accel import attention_kernel, cpu_decode, install_for, vit_blocks
 from ..core.batch import collate, to_device
 from ..core.config import ModelConfig
 from ..core.decoder import KVCache
@@ -231,7 +231,7 @@ def main(argv=None) -> dict:
         "cpu_kernels": device.type == "cpu" and dtype == torch.bfloat16 and cpu_decode.available(),
         "compiled_vit": args.compile,
         "vit_blocks": vit_blocks(),  # "fused" (oneDNN post-ops, CPU bfloat16), "compiled" or "plain"
-        "vit_attention": vit_attention(),  # "amx" (crop_attention.cpp, CPU bfloat16 with AMX) or "sdpa"
+        "attention": attention_kernel(),  # ViT and prefill: "amx" (amx_attention.cpp, CPU bfloat16 with AMX) or "sdpa"
         "prompt_tokens": tokens, "crops": crops, "new_tokens": args.new_tokens, "repeat": args.repeat,
         "vision_s": vision_s,
         "ttft_s": ttft_s,
@@ -299,7 +299,7 @@ def main(argv=None) -> dict:
           f"{args.new_tokens} new tokens, median of {args.repeat}"
           + (", CPU decoding kernels" if result["cpu_kernels"] else "")
           + (", ViT blocks fused" if result["vit_blocks"] == "fused" else "")
-          + (", ViT attention on AMX tiles" if result["vit_attention"] == "amx" else "")
+          + (", attention on AMX tiles" if result["attention"] == "amx" else "")
           + (f", ViT compiled (warm-up with the compile: {compile_s:.1f} s)" if compile_s is not None else ""))
     for name, value in rows:
         print(f"  {name:<24} {value}")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from conftest import CASES, FIXTURE_DIR, case_images
 
 import minivlm
-from minivlm.accel import cpu_decode
+from minivlm.accel import cpp_build, cpu_decode
 from minivlm.core.layers import rms_norm
 from minivlm.core.rope import apply_rope, rope_angles
 from minivlm.formats.image_io import open_image
@@ -96,6 +96,43 @@ def test_norm_rope_rounds_as_the_plain_ops(kernels, batch, heads, length, head_d
     torch.testing.assert_close(ours[differ].float(), plain[differ].float(), rtol=0, atol=BF16_STEP * largest)
 
 
+@pytest.mark.parametrize("shape", [(1, 1774, 2048), (2, 7, 2048), (1, 1, 32)])
+def test_rms_norm_rounds_as_the_plain_ops(kernels, shape):
+    """The hidden states' RMSNorm in one pass against `layers.rms_norm`'s five (a prompt's [1, 1774, 2048] as the
+    decoder has it, a batch of two, one short row): the same roundings in the same order, so equal but where the
+    float32 sum of squares, summed in another order, moves a normed value across a bfloat16 rounding boundary
+    (measured: 27 of 3.6 M values). One step of a normed value is at most 2^-7 of it; times the weight and rounded
+    again, the outputs differ by at most 2^-7 of the output plus one more step: 2^-6 = 4 BF16_STEP."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g).bfloat16() * 3
+    weight = (torch.rand(shape[-1], generator=g) + 0.5).bfloat16()
+    assert cpu_decode.handles_rms_norm(x, weight)
+    ours, plain = cpu_decode.rms_norm(x, weight, 1e-6), rms_norm(x, weight, 1e-6)
+    assert ours.shape == plain.shape and ours.dtype == torch.bfloat16
+    differ = ours != plain
+    assert differ.float().mean() < 1e-4
+    torch.testing.assert_close(ours[differ].float(), plain[differ].float(), rtol=4 * BF16_STEP, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1774, 12288), (3, 64), (2, 1, 32)])
+def test_silu_gate_rounds_as_the_plain_ops(kernels, shape):
+    """silu(gate) * value in one pass against `layers.silu_gate`'s chunk, silu and product (a prompt's MLP, [value;
+    gate] of 6,144 each; small rows): the same roundings, so equal but where e^-g, ours a polynomial and PyTorch's
+    Sleef's, differ in their last float32 bit and the silu falls on the other side of a bfloat16 rounding boundary;
+    then, as for RMSNorm above, the outputs are within 2^-6 of each other. Gates over [-100, 100]: e^-g overflows
+    to inf for the largest negative ones in both."""
+    g = torch.Generator().manual_seed(1)
+    value_gate = torch.randn(*shape, generator=g).bfloat16() * 4
+    value_gate[..., -1] = -100.0  # the last gate: e^100 overflows
+    assert cpu_decode.handles_silu_gate(value_gate)
+    value, gate = value_gate.chunk(2, dim=-1)
+    ours, plain = cpu_decode.silu_gate(value_gate), F.silu(gate) * value
+    assert ours.shape == plain.shape and ours.dtype == torch.bfloat16
+    differ = ours != plain
+    assert differ.float().mean() < 1e-4
+    torch.testing.assert_close(ours[differ].float(), plain[differ].float(), rtol=4 * BF16_STEP, atol=0)
+
+
 def test_only_decoding_shapes_use_the_kernels(kernels, monkeypatch):
     w = torch.zeros(16, 64, dtype=torch.bfloat16)
     assert cpu_decode.handles_linear(torch.zeros(4, 64, dtype=torch.bfloat16), w)
@@ -107,7 +144,7 @@ def test_only_decoding_shapes_use_the_kernels(kernels, monkeypatch):
     assert not cpu_decode.handles_norm_rope(torch.zeros(1, 2, 3, 16, dtype=torch.bfloat16), w[0, :16], *angles)
     kv = torch.zeros(1, 2, 10, 72, dtype=torch.bfloat16)  # the pooler's 72-wide heads: SDPA
     assert not cpu_decode.handles_attention(torch.zeros(1, 2, 1, 72, dtype=torch.bfloat16), kv, kv)
-    monkeypatch.setattr(cpu_decode, "ENABLED", False)  # MINIVLM_CPU_KERNELS=0
+    monkeypatch.setattr(cpp_build, "ENABLED", False)  # MINIVLM_CPU_KERNELS=0
     assert not cpu_decode.handles_linear(torch.zeros(1, 64, dtype=torch.bfloat16), w)
 
 
@@ -126,6 +163,8 @@ def test_generation_with_and_without_the_kernels(kernels, monkeypatch, model_dir
     vlm = minivlm.load(model_dir, dtype=torch.bfloat16)
     linears, attends = count_calls(monkeypatch, "linear"), count_calls(monkeypatch, "attend")
     norm_ropes = count_calls(monkeypatch, "norm_rope")  # 32-wide heads and up: the tiny model's, not the fixture's
+    rms_norms = count_calls(monkeypatch, "rms_norm")  # both models' hidden states (64 and more wide)
+    gates = count_calls(monkeypatch, "silu_gate")  # both models' MLPs and the connector's projector
     if model_dir == TINY_MODEL:
         image = open_image(TINY_MODEL / "example.png")
         cases = [(vlm.render_chat([{"role": "user", "content": q}], 1), [image])
@@ -136,12 +175,16 @@ def test_generation_with_and_without_the_kernels(kernels, monkeypatch, model_dir
         linears.clear()
         attends.clear()
         norm_ropes.clear()
-        monkeypatch.setattr(cpu_decode, "ENABLED", True)
+        rms_norms.clear()
+        gates.clear()
+        monkeypatch.setattr(cpp_build, "ENABLED", True)
         fast = vlm.generate(prompt, images, max_new_tokens=8, stop_ids=[], return_logits=True)
         assert len(linears) == 7 * n_layers * 4 + 8  # 7 decoding steps x (qkv, out, up, down); 8 one-row LM heads
         assert len(attends) == (7 * n_layers if uses_attend else 0)
         assert len(norm_ropes) == (8 * n_layers * 2 if uses_attend else 0)  # (prefill + 7 steps) x (q, k)
-        monkeypatch.setattr(cpu_decode, "ENABLED", False)
+        assert len(rms_norms) == 8 * (2 * n_layers + 1)  # (prefill + 7 steps) x (2 per layer + the final one)
+        assert len(gates) >= 8 * n_layers  # (prefill + 7 steps) x layers, + the projector when there are images
+        monkeypatch.setattr(cpp_build, "ENABLED", False)
         plain = vlm.generate(prompt, images, max_new_tokens=8, stop_ids=[], return_logits=True)
         assert fast.token_ids == plain.token_ids
         torch.testing.assert_close(fast.step_logits, plain.step_logits, rtol=2 * BF16_STEP, atol=0.05)

@@ -6,7 +6,7 @@ import torch
 from conftest import FIXTURE_DIR, IMAGE_CASES, assert_close, case_id, case_images, demo_answers, golden
 
 import minivlm
-from minivlm.accel import compiled_vit, fused_vit
+from minivlm.accel import compiled_vit, cpp_build, fused_vit
 from minivlm.core import layers
 from minivlm.core.config import VisionConfig
 from minivlm.core.vit import PREFIX, vit_block, vit_features, weight_shapes
@@ -111,7 +111,7 @@ def test_load_decides_which_blocks_run(monkeypatch):
         assert layers.hooks.vit_block is compiled_vit._vit_block_hook
         minivlm.load(FIXTURE_DIR)
         assert layers.hooks.vit_block is None
-        monkeypatch.setattr(fused_vit, "ENABLED", False)  # MINIVLM_CPU_KERNELS=0
+        monkeypatch.setattr(cpp_build, "ENABLED", False)  # MINIVLM_CPU_KERNELS=0
         minivlm.load(FIXTURE_DIR, dtype=torch.bfloat16)
         assert layers.hooks.vit_block is None
     finally:

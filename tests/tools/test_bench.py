@@ -44,7 +44,7 @@ def test_bench_on_a_checkpoint(capsys):
     assert json.loads(last_line) == result
     assert KEYS <= set(result) and all(result[k] > 0 for k in KEYS)
     assert result["prompt_tokens"] > 400 and result["new_tokens"] == 4 and result["vit_blocks"] == "plain"  # float32
-    assert result["vit_attention"] == "sdpa"
+    assert result["attention"] == "sdpa"
     assert_compute_roofline_consistent(result, FIXTURE_DIR)
     # one run: the decode's share of the bandwidth read around it, by the same bytes-per-token arithmetic
     assert result["roofline_pct_around"] == pytest.approx(

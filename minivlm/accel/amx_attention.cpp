@@ -1,17 +1,21 @@
-// The ViT's attention over each crop's patches on Intel AMX tiles, bfloat16 (see crop_attention.py for why).
+// Attention of many queries on Intel AMX tiles, bfloat16: the ViT's over each crop and the decoder's causal
+// prefill (see amx_attention.py for why).
 //
-// out[c, i, h, :] = sum_j softmax_j(scale * <q_i, k_j>) v_j over the L patches of crop c, head h: full attention,
-// no mask. One task per (crop, head), spread over the threads. A task copies its head's keys and values into the
-// layouts the tiles read (below), then goes down the queries 32 at a time:
-//   1. scores S [32, L] = Q Kᵀ on the tiles: 2 x 2 accumulator tiles of 16 x 16 float32, head_dim in steps of 32;
-//   2. softmax of each row in float32 on AVX-512: e = exp(scale * (s - max)), P = bf16(e), the row's 1 / sum(e);
+// out[b, i, h, :] = sum_j softmax_j(scale * <q_i, k_j>) v_j over the keys of kv head h / G (G query heads share
+// one: grouped-query attention; G = 1 in the ViT), j over all L keys, or j <= i when causal. One task per
+// (sequence, query head), spread over the threads. A task copies its keys and values into the layouts the tiles
+// read (below; kept for the next query head of the same kv head), then goes down the queries 32 at a time:
+//   1. scores S [32, keys] = Q Kᵀ on the tiles: 2 x 2 accumulator tiles of 16 x 16 float32, head_dim in steps of 32;
+//   2. softmax of each row in float32 on AVX-512: e = 2^(c s - c max), c = scale log2(e), P = bf16(e), 1 / sum(e);
 //   3. out [32, D] = P V on the tiles, each row times its 1 / sum, rounded once to bfloat16.
-// All of it stays in the core's cache: a head's keys and values are 0.2 MB, S and P for 32 rows 0.1 MB.
+// Causal: the 32 queries from q0 on read keys 0..q0+31 only (step 1 and 3 stop there), and row i's softmax
+// covers keys 0..i. All of it stays in the core's cache: a crop's keys and values are 0.2 MB, a 1,800-token
+// prompt's 0.9 MB; S and P for 32 rows at most 0.35 MB.
 //
 // AMX in short: 8 tile registers of up to 16 rows x 64 bytes; `_tile_dpbf16ps(C, A, B)` adds A B to C for
 // A = 16 rows x 32 bf16, C = 16 x 16 float32, and B = 32 x 16 bf16 stored as 16 rows of 16 (even, odd) pairs
-// ("VNNI": B[k][n] and B[k+1][n] side by side). So Kᵀ is stored as pairs of channels per patch and V as pairs of
-// patches per channel. Zero padding makes every size a whole number of tiles: patches to a multiple of 32 (their
+// ("VNNI": B[k][n] and B[k+1][n] side by side). So Kᵀ is stored as pairs of channels per key and V as pairs of
+// keys per channel. Zero padding makes every size a whole number of tiles: keys to a multiple of 32 (their
 // scores are masked out of the softmax, their P is 0), head_dim to a multiple of 32 (zeros add nothing).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -27,21 +31,17 @@
 
 constexpr int64_t kRows = 32;  // queries per step: two 16-row A tiles
 
-// e^x for x <= 0, float32: 2^n e^r with n = round(x / ln 2), r = x - n ln 2 (in two parts for accuracy) and e^r
-// by Cephes' expf polynomial, 1 + r + r^2 p(r); within a few ulp of std::exp, and about 0 below -87.
-static inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+// 2^t for t <= 0, float32: 2^n 2^f with n = round(t), f = t - n in [-1/2, 1/2] (exact) and 2^f by a degree-5
+// polynomial fitted for relative error (7.5e-8 at most: below float32's own rounding); about 0 below -126.
+static inline __m512 exp2_nonpositive(__m512 t) {
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.327647129e-03f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675540961e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713092e-02f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402212024e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931469440e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.000000119e+00f));
   return _mm512_scalef_ps(p, n);
 }
 
@@ -67,13 +67,13 @@ static void configure_tiles() {
 }
 
 // A head's inputs in tile layouts, zero-padded; reused from task to task. The padding is zeroed once, here: every
-// head of a call has the same L and D, and `load` writes only the real patches and channels (the gathers' and
+// head of a call has the same L and D, and the loads write only the real keys and channels (the gathers' and
 // masked loads' lanes past L or D write zeros, the same zeros).
 struct Head {
   int64_t L, D, Lpad, Dpad;
   std::vector<uint16_t> q;   // [Lpad, Dpad]: rows of A tiles
-  std::vector<uint32_t> kt;  // [Dpad / 2, Lpad]: (channel 2p, 2p+1) pairs of each patch: B tiles of Kᵀ
-  std::vector<uint32_t> v;   // [Lpad / 2, Dpad]: (patch 2j, 2j+1) pairs of each channel: B tiles of V
+  std::vector<uint32_t> kt;  // [Dpad / 2, Lpad]: (channel 2p, 2p+1) pairs of each key: B tiles of Kᵀ
+  std::vector<uint32_t> v;   // [Lpad / 2, Dpad]: (key 2j, 2j+1) pairs of each channel: B tiles of V
   std::vector<float> scores;  // [kRows, Lpad]
   std::vector<uint16_t> probs;  // [kRows, Lpad] bf16
   std::vector<float> out;     // [16, Dpad]
@@ -82,19 +82,22 @@ struct Head {
       : L(L), D(D), Lpad((L + 31) / 32 * 32), Dpad((D + 31) / 32 * 32), q(Lpad * Dpad), kt(Dpad / 2 * Lpad),
         v(Lpad / 2 * Dpad), scores(kRows * Lpad), probs(kRows * Lpad), out(16 * Dpad) {}
 
-  void load(const uint16_t* Q, const uint16_t* K, const uint16_t* V, int64_t row_stride) {
+  void load_queries(const uint16_t* Q, int64_t row_stride) {
     for (int64_t j = 0; j < L; ++j) std::memcpy(&q[j * Dpad], Q + j * row_stride, D * 2);
-    // Kᵀ: a patch's (2p, 2p+1) channels are one 32-bit word of its row; gather that word of 16 patches at once.
-    const __m512i patch_offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
-                                                                       14, 15), _mm512_set1_epi32(row_stride * 2));
+  }
+
+  void load_keys_values(const uint16_t* K, const uint16_t* V, int64_t row_stride) {
+    // Kᵀ: a key's (2p, 2p+1) channels are one 32-bit word of its row; gather that word of 16 keys at once.
+    const __m512i key_offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                                                     14, 15), _mm512_set1_epi32(row_stride * 2));
     for (int64_t j0 = 0; j0 < L; j0 += 16)
       for (int64_t p = 0; p < D / 2; ++p)
         _mm512_storeu_si512(&kt[p * Lpad + j0], _mm512_mask_i32gather_epi32(
-                                                    _mm512_setzero_si512(), first(L - j0), patch_offsets,
+                                                    _mm512_setzero_si512(), first(L - j0), key_offsets,
                                                     K + j0 * row_stride + 2 * p, 1));
     if (D % 2)  // the last channel pairs with a zero
       for (int64_t j = 0; j < L; ++j) kt[(D / 2) * Lpad + j] = K[j * row_stride + D - 1];
-    // V: patches 2j and 2j+1 interleaved channel by channel, 16 channels at a time.
+    // V: keys 2j and 2j+1 interleaved channel by channel, 16 channels at a time.
     const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
                                                 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int64_t j = 0; j < L; j += 2)
@@ -108,10 +111,10 @@ struct Head {
   }
 };
 
-// Step 1: scores of queries q0..q0+31 against every patch.
-static void score_rows(Head& h, int64_t q0) {
+// Step 1: scores of queries q0..q0+31 against keys 0..keys-1 (a multiple of 32).
+static void score_rows(Head& h, int64_t q0, int64_t keys) {
   const int64_t Lpad = h.Lpad, Dpad = h.Dpad;
-  for (int64_t j0 = 0; j0 < Lpad; j0 += 32) {
+  for (int64_t j0 = 0; j0 < keys; j0 += 32) {
     _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
     for (int64_t d0 = 0; d0 < Dpad; d0 += 32) {
       _tile_loadd(4, &h.q[q0 * Dpad + d0], Dpad * 2);
@@ -127,24 +130,27 @@ static void score_rows(Head& h, int64_t q0) {
   }
 }
 
-// Step 2: one row's softmax numerators as bf16 (0 on padding) and 1 / their float32 sum.
-static float softmax_row(const float* s, uint16_t* p, int64_t L, int64_t Lpad, float scale) {
+// Step 2: one row's softmax numerators over its first n scores as bf16 (0 for the rest of the `keys` that step 3
+// reads) and 1 / their float32 sum.
+static float softmax_row(const float* s, uint16_t* p, int64_t n, int64_t keys, float scale) {
   __m512 top = _mm512_set1_ps(-INFINITY);
-  for (int64_t j = 0; j < L; j += 16) top = _mm512_mask_max_ps(top, first(L - j), top, _mm512_loadu_ps(s + j));
-  const __m512 sc = _mm512_set1_ps(scale), max_scaled = _mm512_set1_ps(scale * _mm512_reduce_max_ps(top));
+  for (int64_t j = 0; j < n; j += 16) top = _mm512_mask_max_ps(top, first(n - j), top, _mm512_loadu_ps(s + j));
+  const float c = scale * 1.44269504088896341f;  // e^(scale x) = 2^(c x)
+  const __m512 cv = _mm512_set1_ps(c), c_max = _mm512_set1_ps(c * _mm512_reduce_max_ps(top));
   __m512 total = _mm512_setzero_ps();
-  for (int64_t j = 0; j < Lpad; j += 16) {  // e = exp(scale s - scale max)
-    const __m512 e = _mm512_maskz_mov_ps(first(L - j), exp_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), sc,
-                                                                                       max_scaled)));
+  for (int64_t j = 0; j < keys; j += 16) {
+    const __m512 e = _mm512_maskz_mov_ps(first(n - j), exp2_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), cv,
+                                                                                        c_max)));
     total = _mm512_add_ps(total, e);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j), (__m256i)_mm512_cvtneps_pbh(e));
   }
   return 1.0f / _mm512_reduce_add_ps(total);
 }
 
-// Step 3 for 16 rows of P: out [16, Dpad] float32, in passes of up to 6 accumulator tiles (A = tile 6, B = 7).
+// Step 3 for 16 rows of P over keys 0..keys-1: out [16, Dpad] float32, in passes of up to 6 accumulator tiles
+// (A = tile 6, B = 7).
 template <int N>
-static void values_pass(Head& h, const uint16_t* P, int64_t c0) {
+static void values_pass(Head& h, const uint16_t* P, int64_t keys, int64_t c0) {
   const int64_t Lpad = h.Lpad, Dpad = h.Dpad;
   if constexpr (N > 0) _tile_zero(0);
   if constexpr (N > 1) _tile_zero(1);
@@ -152,7 +158,7 @@ static void values_pass(Head& h, const uint16_t* P, int64_t c0) {
   if constexpr (N > 3) _tile_zero(3);
   if constexpr (N > 4) _tile_zero(4);
   if constexpr (N > 5) _tile_zero(5);
-  for (int64_t j0 = 0; j0 < Lpad; j0 += 32) {
+  for (int64_t j0 = 0; j0 < keys; j0 += 32) {
     _tile_loadd(6, P + j0, Lpad * 2);
     const uint32_t* b = &h.v[(j0 / 2) * Dpad + c0];
     if constexpr (N > 0) { _tile_loadd(7, b, Dpad * 4); _tile_dpbf16ps(0, 6, 7); }
@@ -171,26 +177,27 @@ static void values_pass(Head& h, const uint16_t* P, int64_t c0) {
   if constexpr (N > 5) _tile_stored(5, o + 80, Dpad * 4);
 }
 
-static void weighted_values(Head& h, const uint16_t* P) {
+static void weighted_values(Head& h, const uint16_t* P, int64_t keys) {
   for (int64_t c0 = 0; c0 < h.Dpad; c0 += 96) {  // Dpad is a multiple of 32: passes of 6, 4 or 2 tiles
     const int64_t n = std::min<int64_t>(6, (h.Dpad - c0) / 16);
-    if (n == 6) values_pass<6>(h, P, c0);
-    else if (n == 4) values_pass<4>(h, P, c0);
-    else values_pass<2>(h, P, c0);
+    if (n == 6) values_pass<6>(h, P, keys, c0);
+    else if (n == 4) values_pass<4>(h, P, keys, c0);
+    else values_pass<2>(h, P, keys, c0);
   }
 }
 
-static void attend_head(Head& h, float scale, uint16_t* out, int64_t out_row_stride) {
+static void attend_head(Head& h, float scale, bool causal, uint16_t* out, int64_t out_row_stride) {
   configure_tiles();
   for (int64_t q0 = 0; q0 < h.L; q0 += kRows) {
-    score_rows(h, q0);
+    const int64_t keys = causal ? std::min(h.Lpad, q0 + kRows) : h.Lpad;  // the keys these 32 queries may see
+    score_rows(h, q0, keys);
     float inv_sum[kRows];
     // Rows past L (zero queries) are left as they are: a row of P V depends on its own row of P alone, and
     // those rows are never written out.
     for (int64_t r = 0; r < std::min(kRows, h.L - q0); ++r)
-      inv_sum[r] = softmax_row(&h.scores[r * h.Lpad], &h.probs[r * h.Lpad], h.L, h.Lpad, scale);
+      inv_sum[r] = softmax_row(&h.scores[r * h.Lpad], &h.probs[r * h.Lpad], causal ? q0 + r + 1 : h.L, keys, scale);
     for (int64_t r0 = 0; r0 < kRows && q0 + r0 < h.L; r0 += 16) {
-      weighted_values(h, &h.probs[r0 * h.Lpad]);
+      weighted_values(h, &h.probs[r0 * h.Lpad], keys);
       for (int64_t r = 0; r < 16 && q0 + r0 + r < h.L; ++r) {
         const __m512 inv = _mm512_set1_ps(inv_sum[r0 + r]);
         uint16_t* o = out + (q0 + r0 + r) * out_row_stride;
@@ -203,30 +210,38 @@ static void attend_head(Head& h, float scale, uint16_t* out, int64_t out_row_str
   }
 }
 
-// q, k, v: [crops, heads, L, D] bfloat16 views sharing their strides, unit stride along D (slices of one qkv
-// tensor). Returns out [crops, L, heads, D]: the heads already side by side, as the out projection reads them.
-torch::Tensor crop_attention_bf16(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                  double scale) {
-  TORCH_CHECK(q.dim() == 4 && q.sizes() == k.sizes() && q.sizes() == v.sizes(),
-              "crop_attention_bf16: q, k, v [crops, heads, L, D] of one shape expected");
+// q [B, Hq, L, D], k and v [B, Hkv, L, D] bfloat16 (Hq a multiple of Hkv), unit stride along D, k and v with the
+// same strides (q may have its own). Returns out [B, L, Hq, D]: the heads already side by side, as the out
+// projection reads them.
+torch::Tensor attention_bf16(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
+                             bool causal) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && k.sizes() == v.sizes() && q.size(0) == k.size(0) &&
+              q.size(2) == k.size(2) && q.size(3) == k.size(3) && k.size(1) > 0 && q.size(1) % k.size(1) == 0,
+              "attention_bf16: q [B, Hq, L, D] and k, v [B, Hkv, L, D] with Hq a multiple of Hkv expected");
   TORCH_CHECK(q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
-              v.scalar_type() == at::kBFloat16, "crop_attention_bf16: bfloat16 only");
-  TORCH_CHECK(q.strides() == k.strides() && q.strides() == v.strides() && q.stride(3) == 1,
-              "crop_attention_bf16: q, k, v with the same strides, unit stride along D, expected");
-  TORCH_CHECK(amx_permitted(), "crop_attention_bf16: the kernel did not get the AMX tile state");
-  TORCH_CHECK(q.stride(2) < (int64_t{1} << 26), "crop_attention_bf16: rows too far apart for 32-bit gathers");
-  const int64_t C = q.size(0), H = q.size(1), L = q.size(2), D = q.size(3);
-  auto out = torch::empty({C, L, H, D}, q.options());
+              v.scalar_type() == at::kBFloat16, "attention_bf16: bfloat16 only");
+  TORCH_CHECK(k.strides() == v.strides() && q.stride(3) == 1 && k.stride(3) == 1,
+              "attention_bf16: unit stride along D and k, v with the same strides expected");
+  TORCH_CHECK(amx_permitted(), "attention_bf16: the kernel did not get the AMX tile state");
+  TORCH_CHECK(k.stride(2) < (int64_t{1} << 26), "attention_bf16: key rows too far apart for 32-bit gathers");
+  const int64_t B = q.size(0), H = q.size(1), G = H / k.size(1), L = q.size(2), D = q.size(3);
+  auto out = torch::empty({B, L, H, D}, q.options());
   const auto* Q = reinterpret_cast<const uint16_t*>(q.data_ptr());
   const auto* K = reinterpret_cast<const uint16_t*>(k.data_ptr());
   const auto* V = reinterpret_cast<const uint16_t*>(v.data_ptr());
   auto* O = reinterpret_cast<uint16_t*>(out.data_ptr());
-  at::parallel_for(0, C * H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     Head head(L, D);
+    int64_t loaded = -1;  // the (sequence, kv head) whose keys and values the buffers hold
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t c = task / H, h = task % H, offset = c * q.stride(0) + h * q.stride(1);
-      head.load(Q + offset, K + offset, V + offset, q.stride(2));
-      attend_head(head, static_cast<float>(scale), O + (c * L * H + h) * D, H * D);
+      const int64_t b = task / H, h = task % H, kv = b * k.size(1) + h / G;
+      if (kv != loaded) {
+        const int64_t offset = b * k.stride(0) + (h / G) * k.stride(1);
+        head.load_keys_values(K + offset, V + offset, k.stride(2));
+        loaded = kv;
+      }
+      head.load_queries(Q + b * q.stride(0) + h * q.stride(1), q.stride(2));
+      attend_head(head, static_cast<float>(scale), causal, O + (b * L * H + h) * D, H * D);
     }
     _tile_release();
   });
@@ -234,6 +249,6 @@ torch::Tensor crop_attention_bf16(const torch::Tensor& q, const torch::Tensor& k
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("crop_attention_bf16", &crop_attention_bf16, "full attention over each crop's patches, AMX, bfloat16");
+  m.def("attention_bf16", &attention_bf16, "attention of many queries on AMX tiles, bfloat16, full or causal");
   m.def("amx_permitted", &amx_permitted, "whether Linux gave this process the AMX tile state");
 }
