@@ -1,6 +1,7 @@
 """Speed-ups kept outside the model: each plugs into `minivlm.core.layers.hooks` and can be switched off.
 
-- `cpu_decode`: the two memory-bound loops of bfloat16 decoding on CPU as small C++ kernels.
+- `decoder_kernels`: on CPU in bfloat16, the two memory-bound loops of decoding and the decoder's elementwise passes
+  (RMSNorms, q/k norm + RoPE, the SwiGLU gate) as small C++ kernels.
 - `fused_vit`: on CPU in bfloat16, the ViT's blocks with bias, GELU and residual adds inside oneDNN's products.
 - `amx_attention`: on CPUs with AMX in bfloat16, the ViT's attention over each crop and the decoder's causal
   prefill on the AMX tiles (C++).
@@ -30,9 +31,9 @@ def install_for(device: torch.device, dtype: torch.dtype, compile: bool = False)
         fused_vit.install()
         amx_attention.install()
     if cpu_bfloat16:
-        from . import cpu_decode
+        from . import decoder_kernels
 
-        cpu_decode.install()
+        decoder_kernels.install()
 
 
 def vit_blocks() -> str:

@@ -20,7 +20,7 @@ demo model).
 CPU with AMX for a bfloat16 model): it then runs every unmasked attention of several queries, full or causal,
 with as many keys as queries (the ViT's, a whole prompt's prefill), in bfloat16 on CPU with nothing to
 differentiate; everything else (a follow-up turn's masked prefill, decoding), and everything with
-MINIVLM_CPU_KERNELS=0, runs as before. Built on first use like `cpu_decode` (cpp_build.py).
+MINIVLM_CPU_KERNELS=0, runs as before. Built on first use like `decoder_kernels` (cpp_build.py).
 """
 
 from __future__ import annotations

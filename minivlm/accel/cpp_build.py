@@ -1,4 +1,4 @@
-"""Building minivlm's C++ CPU kernels (`cpu_decode.cpp`, `amx_attention.cpp`) on first use, once per machine, and
+"""Building minivlm's C++ CPU kernels (`decoder_kernels.cpp`, `amx_attention.cpp`) on first use, once per machine, and
 what every CPU fast path in minivlm.accel asks before it runs: the MINIVLM_CPU_KERNELS switch, the CPU's features.
 
 `torch.utils.cpp_extension.load` compiles a source into a Python module; this file picks where (a folder keyed by
@@ -34,9 +34,22 @@ def runs_here(*tensors) -> bool:
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
 
 
+def build_inputs(source_path: Path) -> dict[str, bytes]:
+    """What a build compiles, by file name: the source and the headers beside it (`simd_exp2.h`, which both kernels
+    include)."""
+    headers = sorted(source_path.parent.glob("*.h"))
+    return {source_path.name: source_path.read_bytes(), **{h.name: h.read_bytes() for h in headers}}
+
+
+def source_key(source_path: Path) -> bytes:
+    """`build_inputs` as one byte string for `extension_name`: each file's name and text."""
+    return b"\0".join(name.encode() + b"\0" + text for name, text in build_inputs(source_path).items())
+
+
 def extension_name(stem: str, source: bytes, torch_version: str, flags: list[str], python: str = PYTHON_TAG) -> str:
-    """The build's name, keyed by what the binary depends on: the kernel source, the torch and Python versions,
-    the flags. Two checkouts with the same source share one build; another source or torch gets its own."""
+    """The build's name, keyed by what the binary depends on: the kernel source and its headers (`source_key`),
+    the torch and Python versions, the flags. Two checkouts with the same sources share one build; another source
+    or torch gets its own."""
     key = b"\0".join([source, torch_version.encode(), python.encode(), " ".join(flags).encode()])
     return f"minivlm_{stem}_{hashlib.sha256(key).hexdigest()[:12]}"
 
@@ -52,29 +65,30 @@ def build(source_path: Path, flags: list[str], what: str, fallback: str):
     """The compiled module of `source_path`, or None (warned once by the caller's cache) if it cannot be built.
 
     The first build takes about 30 s: it says so on stderr, once, then how long it took (`what` names the kernels).
-    The source is copied into the build folder and compiled from there, so the build does not depend on where
+    The source and its headers are copied into the build folder and compiled from there, so the build does not depend on where
     minivlm is installed. `fallback` says, in the warning, what runs instead.
     """
     import torch
 
     if shutil.which("ninja") is None:  # pip puts the `ninja` dependency beside this Python, maybe off PATH
         os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-    source = source_path.read_bytes()
-    name = extension_name(source_path.stem, source, torch.__version__, flags)
+    inputs = build_inputs(source_path)
+    name = extension_name(source_path.stem, source_key(source_path), torch.__version__, flags)
     folder = build_directory(name)
     fresh = not any(folder.glob(f"{name}*.so")) and not any(folder.glob(f"{name}*.pyd"))
     try:
         from torch.utils.cpp_extension import load
 
         folder.mkdir(parents=True, exist_ok=True)
-        copy = folder / source_path.name
-        if not copy.is_file() or copy.read_bytes() != source:
-            copy.write_bytes(source)
+        for file_name, text in inputs.items():
+            copy = folder / file_name
+            if not copy.is_file() or copy.read_bytes() != text:
+                copy.write_bytes(text)
         if fresh:
             print(f"minivlm: building {what} (first bfloat16 run with this torch; about 30 s, cached in {folder})",
                   file=sys.stderr, flush=True)
         started = time.perf_counter()
-        module = load(name=name, sources=[str(copy)], build_directory=str(folder), verbose=False,
+        module = load(name=name, sources=[str(folder / source_path.name)], build_directory=str(folder), verbose=False,
                       extra_cflags=flags, extra_ldflags=["-fopenmp"])
         if fresh:
             print(f"minivlm: built {what} in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..accel import attention_kernel, cpu_decode, install_for, vit_blocks
+from ..accel import attention_kernel, decoder_kernels, install_for, vit_blocks
 from ..core.batch import collate, to_device
 from ..core.config import ModelConfig
 from ..core.decoder import KVCache
@@ -228,7 +228,7 @@ def main(argv=None) -> dict:
         "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(device),
         "dtype": args.dtype, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
-        "cpu_kernels": device.type == "cpu" and dtype == torch.bfloat16 and cpu_decode.available(),
+        "cpu_kernels": device.type == "cpu" and dtype == torch.bfloat16 and decoder_kernels.available(),
         "compiled_vit": args.compile,
         "vit_blocks": vit_blocks(),  # "fused" (oneDNN post-ops, CPU bfloat16), "compiled" or "plain"
         "attention": attention_kernel(),  # ViT and prefill: "amx" (amx_attention.cpp, CPU bfloat16 with AMX) or "sdpa"
@@ -297,7 +297,7 @@ def main(argv=None) -> dict:
         rows += compare_with_official(result, medians(official_runs))
     print(f"\nminivlm bench: {result['device']}, {args.dtype}, {result['prompt_tokens']} prompt tokens, "
           f"{args.new_tokens} new tokens, median of {args.repeat}"
-          + (", CPU decoding kernels" if result["cpu_kernels"] else "")
+          + (", decoder's CPU kernels" if result["cpu_kernels"] else "")
           + (", ViT blocks fused" if result["vit_blocks"] == "fused" else "")
           + (", attention on AMX tiles" if result["attention"] == "amx" else "")
           + (f", ViT compiled (warm-up with the compile: {compile_s:.1f} s)" if compile_s is not None else ""))

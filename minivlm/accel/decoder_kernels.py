@@ -1,4 +1,5 @@
-"""Decoding on CPU in bfloat16, faster: two small C++ kernels (`cpu_decode.cpp`) for the two loops that read memory.
+"""The decoder on CPU in bfloat16, faster: small C++ kernels (`decoder_kernels.cpp`) for the two loops of decoding that
+read memory and for the elementwise passes around the products (decoding and prefill alike).
 
 Generating one token multiplies one vector by every decoder matrix and the LM head (3.4 GB of bfloat16 weights
 read for 1.7 G multiply-adds) and attends one query per head over the KV cache (another 0.2 GB at 1,800
@@ -20,10 +21,10 @@ MAX_ROWS rows, `layers.attention` uses `attend` for one new token without a mask
 `layers.silu_gate` use `rms_norm` and `silu_gate`, and the decoder's q/k norm uses `norm_rope`, wherever they
 apply: CPU, bfloat16, no autograd, a CPU with AVX512-BF16 and a C++ compiler to build them with (once per kernel
 source and torch version, about 30 s, said on stderr; cached under ~/.cache/torch_extensions/
-minivlm_cpu_decode_<hash>). Everywhere else, and with MINIVLM_CPU_KERNELS=0, PyTorch's own ops run. Same
+minivlm_decoder_kernels_<hash>). Everywhere else, and with MINIVLM_CPU_KERNELS=0, PyTorch's own ops run. Same
 arithmetic as those: exact bfloat16 products summed in float32, the same roundings to bfloat16; only the order of
 the float32 sums differs, and silu's e^x (a polynomial here, Sleef's there) in its last float32 bit
-(tests/accel/test_cpu_decode.py).
+(tests/accel/test_decoder_kernels.py).
 """
 
 from __future__ import annotations
@@ -38,14 +39,14 @@ from ..core import layers
 from . import cpp_build
 from .cpp_build import build, cpu_has, runs_here
 
-SOURCE = Path(__file__).with_name("cpu_decode.cpp")
+SOURCE = Path(__file__).with_name("decoder_kernels.cpp")
 MAX_ROWS = 4  # a decoding batch; from about 8 rows on, oneDNN (computing rather than streaming) is faster
 CFLAGS = ["-O3", "-mavx512f", "-mavx512bf16", "-ffp-contract=off", "-fopenmp"]  # no FMA: norm_rope rounds as torch
 
 
 def rows_side_by_side(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
     """How many weight rows the matrix-vector product reads at a time: 4 on Intel CPUs, 1 elsewhere (measured:
-    cpu_decode.cpp's comment; 1 where the vendor cannot be read)."""
+    decoder_kernels.cpp's comment; 1 where the vendor cannot be read)."""
     try:
         intel = "GenuineIntel" in cpuinfo.read_text(errors="replace")
     except OSError:
@@ -61,7 +62,7 @@ def _kernels():
     """The compiled extension (built on the first call: cpp_build.py), or None where it cannot run here."""
     if not cpu_has("avx512_bf16"):
         return None
-    return build(SOURCE, CFLAGS, "the CPU decoding kernels", "decoding falls back to PyTorch's ops, about half as fast")
+    return build(SOURCE, CFLAGS, "the decoder's CPU kernels", "decoding falls back to PyTorch's ops, about half as fast")
 
 
 def available() -> bool:

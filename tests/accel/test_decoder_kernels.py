@@ -1,4 +1,4 @@
-"""The CPU decoding kernels (minivlm/cpu_decode.cpp) against PyTorch's ops, alone and inside a whole generation."""
+"""The decoder's CPU kernels (minivlm/decoder_kernels.cpp) against PyTorch's ops, alone and inside a whole generation."""
 
 
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from conftest import CASES, FIXTURE_DIR, case_images
 
 import minivlm
-from minivlm.accel import cpp_build, cpu_decode
+from minivlm.accel import cpp_build, decoder_kernels
 from minivlm.core.layers import rms_norm
 from minivlm.core.rope import apply_rope, rope_angles
 from minivlm.formats.image_io import open_image
@@ -24,9 +24,9 @@ BF16_STEP = 2.0**-8
 
 @pytest.fixture(scope="module")
 def kernels():
-    built = cpu_decode._kernels()
+    built = decoder_kernels._kernels()
     if built is None:
-        pytest.skip("CPU decoding kernels unavailable here (they need AVX512-BF16 and a C++ compiler)")
+        pytest.skip("decoder's CPU kernels unavailable here (they need AVX512-BF16 and a C++ compiler)")
     return built
 
 
@@ -51,8 +51,8 @@ def test_linear_matches_f_linear(kernels, shape, with_bias):
     x = torch.randn(shape, generator=g).bfloat16()
     w = torch.randn(40, 64, generator=g).bfloat16()
     bias = torch.randn(40, generator=g).bfloat16() if with_bias else None
-    assert cpu_decode.handles_linear(x, w)
-    fast, plain = cpu_decode.linear(x, w, bias), F.linear(x, w, bias)
+    assert decoder_kernels.handles_linear(x, w)
+    fast, plain = decoder_kernels.linear(x, w, bias), F.linear(x, w, bias)
     assert fast.dtype == plain.dtype == torch.bfloat16 and fast.shape == plain.shape
     torch.testing.assert_close(fast.float(), plain.float(), rtol=BF16_STEP, atol=1e-6)
     assert (fast == plain).float().mean() > 0.9  # mostly bit-identical; the rest one rounding step apart
@@ -65,8 +65,8 @@ def test_attend_equals_float64_softmax_attention(kernels, batch, kv_heads, group
     cache = torch.randn(2, batch, kv_heads, length + 9, head_dim, generator=g).bfloat16()  # capacity > length
     k, v = cache[0, :, :, :length], cache[1, :, :, :length]  # views, as decoder.py passes the cache
     q = torch.randn(batch, kv_heads, group, head_dim, generator=g).bfloat16()
-    assert cpu_decode.handles_attention(q, k, v)
-    got = cpu_decode.attend(q, k, v, head_dim**-0.5)
+    assert decoder_kernels.handles_attention(q, k, v)
+    got = decoder_kernels.attend(q, k, v, head_dim**-0.5)
     probs = torch.softmax(q.double() @ k.double().transpose(-1, -2) * head_dim**-0.5, dim=-1)
     exact = probs @ v.double()
     sdpa = F.scaled_dot_product_attention(q, k, v, scale=head_dim**-0.5)
@@ -87,8 +87,8 @@ def test_norm_rope_rounds_as_the_plain_ops(kernels, batch, heads, length, head_d
     x = qkv[..., :heads * head_dim].view(batch, length, heads, head_dim).transpose(1, 2)  # [B, H, L, D]
     weight = (torch.rand(head_dim, generator=g) + 0.5).bfloat16()
     cos, sin = rope_angles(torch.arange(length).expand(batch, length) + 3, head_dim, 1e6)
-    assert cpu_decode.handles_norm_rope(x, weight, cos, sin)
-    ours, plain = cpu_decode.norm_rope(x, weight, 1e-6, cos, sin), apply_rope(rms_norm(x, weight, 1e-6), cos, sin)
+    assert decoder_kernels.handles_norm_rope(x, weight, cos, sin)
+    ours, plain = decoder_kernels.norm_rope(x, weight, 1e-6, cos, sin), apply_rope(rms_norm(x, weight, 1e-6), cos, sin)
     assert ours.shape == plain.shape and ours.dtype == torch.bfloat16
     differ = ours != plain
     assert differ.float().mean() < 1e-5
@@ -106,8 +106,8 @@ def test_rms_norm_rounds_as_the_plain_ops(kernels, shape):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=g).bfloat16() * 3
     weight = (torch.rand(shape[-1], generator=g) + 0.5).bfloat16()
-    assert cpu_decode.handles_rms_norm(x, weight)
-    ours, plain = cpu_decode.rms_norm(x, weight, 1e-6), rms_norm(x, weight, 1e-6)
+    assert decoder_kernels.handles_rms_norm(x, weight)
+    ours, plain = decoder_kernels.rms_norm(x, weight, 1e-6), rms_norm(x, weight, 1e-6)
     assert ours.shape == plain.shape and ours.dtype == torch.bfloat16
     differ = ours != plain
     assert differ.float().mean() < 1e-4
@@ -124,9 +124,9 @@ def test_silu_gate_rounds_as_the_plain_ops(kernels, shape):
     g = torch.Generator().manual_seed(1)
     value_gate = torch.randn(*shape, generator=g).bfloat16() * 4
     value_gate[..., -1] = -100.0  # the last gate: e^100 overflows
-    assert cpu_decode.handles_silu_gate(value_gate)
+    assert decoder_kernels.handles_silu_gate(value_gate)
     value, gate = value_gate.chunk(2, dim=-1)
-    ours, plain = cpu_decode.silu_gate(value_gate), F.silu(gate) * value
+    ours, plain = decoder_kernels.silu_gate(value_gate), F.silu(gate) * value
     assert ours.shape == plain.shape and ours.dtype == torch.bfloat16
     differ = ours != plain
     assert differ.float().mean() < 1e-4
@@ -135,22 +135,22 @@ def test_silu_gate_rounds_as_the_plain_ops(kernels, shape):
 
 def test_only_decoding_shapes_use_the_kernels(kernels, monkeypatch):
     w = torch.zeros(16, 64, dtype=torch.bfloat16)
-    assert cpu_decode.handles_linear(torch.zeros(4, 64, dtype=torch.bfloat16), w)
-    assert not cpu_decode.handles_linear(torch.zeros(5, 64, dtype=torch.bfloat16), w)  # a prompt: oneDNN's GEMM
-    assert not cpu_decode.handles_linear(torch.zeros(1, 64), w.float())  # float32
-    assert not cpu_decode.handles_linear(torch.zeros(1, 48, dtype=torch.bfloat16), torch.zeros(16, 48).bfloat16())
-    assert not cpu_decode.handles_linear(torch.zeros(1, 64, dtype=torch.bfloat16, requires_grad=True), w)  # training
+    assert decoder_kernels.handles_linear(torch.zeros(4, 64, dtype=torch.bfloat16), w)
+    assert not decoder_kernels.handles_linear(torch.zeros(5, 64, dtype=torch.bfloat16), w)  # a prompt: oneDNN's GEMM
+    assert not decoder_kernels.handles_linear(torch.zeros(1, 64), w.float())  # float32
+    assert not decoder_kernels.handles_linear(torch.zeros(1, 48, dtype=torch.bfloat16), torch.zeros(16, 48).bfloat16())
+    assert not decoder_kernels.handles_linear(torch.zeros(1, 64, dtype=torch.bfloat16, requires_grad=True), w)  # training
     angles = torch.zeros(1, 1, 3, 16), torch.zeros(1, 1, 3, 16)  # the fixture's 16-wide heads: the plain ops
-    assert not cpu_decode.handles_norm_rope(torch.zeros(1, 2, 3, 16, dtype=torch.bfloat16), w[0, :16], *angles)
+    assert not decoder_kernels.handles_norm_rope(torch.zeros(1, 2, 3, 16, dtype=torch.bfloat16), w[0, :16], *angles)
     kv = torch.zeros(1, 2, 10, 72, dtype=torch.bfloat16)  # the pooler's 72-wide heads: SDPA
-    assert not cpu_decode.handles_attention(torch.zeros(1, 2, 1, 72, dtype=torch.bfloat16), kv, kv)
+    assert not decoder_kernels.handles_attention(torch.zeros(1, 2, 1, 72, dtype=torch.bfloat16), kv, kv)
     monkeypatch.setattr(cpp_build, "ENABLED", False)  # MINIVLM_CPU_KERNELS=0
-    assert not cpu_decode.handles_linear(torch.zeros(1, 64, dtype=torch.bfloat16), w)
+    assert not decoder_kernels.handles_linear(torch.zeros(1, 64, dtype=torch.bfloat16), w)
 
 
 def count_calls(monkeypatch, name: str) -> list:
-    calls, original = [], getattr(cpu_decode, name)
-    monkeypatch.setattr(cpu_decode, name, lambda *args: calls.append(1) or original(*args))
+    calls, original = [], getattr(decoder_kernels, name)
+    monkeypatch.setattr(decoder_kernels, name, lambda *args: calls.append(1) or original(*args))
     return calls
 
 
@@ -194,9 +194,9 @@ def test_rows_side_by_side_by_vendor(tmp_path):
     """Four weight rows at a time on Intel CPUs, one on others and where /proc/cpuinfo cannot be read."""
     (tmp_path / "intel").write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n")
     (tmp_path / "amd").write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\n")
-    assert cpu_decode.rows_side_by_side(tmp_path / "intel") == 4
-    assert cpu_decode.rows_side_by_side(tmp_path / "amd") == 1
-    assert cpu_decode.rows_side_by_side(tmp_path / "missing") == 1
+    assert decoder_kernels.rows_side_by_side(tmp_path / "intel") == 4
+    assert decoder_kernels.rows_side_by_side(tmp_path / "amd") == 1
+    assert decoder_kernels.rows_side_by_side(tmp_path / "missing") == 1
 
 
 def test_gemv_refuses_other_row_counts(kernels):

@@ -1,6 +1,5 @@
 // Decoding's two memory-bound loops, and the decoder's elementwise passes (RMSNorms, q/k norm + RoPE, the SwiGLU
-// gate), for CPUs with AVX512-BF16
-// (see cpu_decode.py for why and when).
+// gate), for CPUs with AVX512-BF16 (see decoder_kernels.py for why and when).
 //
 // 1. gemv_bf16: the matrix-vector products.
 // y[m, o] = sum_i x[m, i] * w[o, i] for bfloat16 x [M, I] and w [O, I] (nn.Linear's layout), float32 y [M, O].
@@ -9,7 +8,7 @@
 // Each thread takes a contiguous band of rows and reads it front to back, `side_by_side` rows at a time (1 or 4):
 // which streams memory faster depends on the CPU. On 2 cores of an Intel Xeon (AMX), 2026-12-02, over the 28
 // layers' matrices and the LM head: one row at a time 15.1 GB/s, four side by side 21.1 GB/s (a plain sum over
-// 1 GB: 17-18); on the 2-core AMD EPYC of the README, four side by side read 25 % slower than one (cpu_decode.py
+// 1 GB: 17-18); on the 2-core AMD EPYC of the README, four side by side read 25 % slower than one (decoder_kernels.py
 // picks by vendor).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -19,6 +18,8 @@
 #include <cmath>
 #include <cstdint>
 #include <vector>
+
+#include "simd_exp2.h"
 
 constexpr int64_t kLanes = 32;  // bfloat16 values in one 512-bit register
 
@@ -222,21 +223,9 @@ torch::Tensor norm_rope_bf16(const torch::Tensor& x, const torch::Tensor& weight
 
 // 4. silu_gate_bf16: the SwiGLU MLP's gate, silu(gate) * value, in one pass over [value; gate] rows.
 //
-// The plain ops' roundings: s = bf16(g / (1 + e^-g)) in float32, out = bf16(s v). e^-g = 2^n 2^f with n = round(t),
-// f = t - n for t = -g log2(e), 2^f by a degree-5 polynomial fitted for relative error (7.5e-8 at most, PyTorch's
-// Sleef exp is within 1 ulp); e^-g overflows to inf for g < -88 as std::exp does, giving -0 as PyTorch's.
-static inline __m512 exp_float(__m512 x) {
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(t, n);
-  __m512 p = _mm512_set1_ps(1.327647129e-03f);
-  p = _mm512_add_ps(_mm512_mul_ps(p, f), _mm512_set1_ps(9.675540961e-03f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, f), _mm512_set1_ps(5.550713092e-02f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, f), _mm512_set1_ps(2.402212024e-01f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, f), _mm512_set1_ps(6.931469440e-01f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, f), _mm512_set1_ps(1.000000119e+00f));
-  return _mm512_scalef_ps(p, n);
-}
+// The plain ops' roundings: s = bf16(g / (1 + e^-g)) in float32, out = bf16(s v). e^-g = 2^(-g log2(e)) by
+// simd_exp2.h (within 7.5e-8 relative; PyTorch's Sleef exp is within 1 ulp); it overflows to inf for g < -88 as
+// std::exp does, giving -0 as PyTorch's.
 
 // x [..., 2n] bfloat16 contiguous ([value; gate] along the last axis, n a multiple of 16) -> [..., n].
 torch::Tensor silu_gate_bf16(const torch::Tensor& x) {
@@ -254,7 +243,7 @@ torch::Tensor silu_gate_bf16(const torch::Tensor& x) {
       const uint16_t* gate = value + n;
       for (int64_t d = 0; d < n; d += 16) {
         const __m512 g = bf16_to_float(gate + d);
-        const __m512 e = exp_float(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        const __m512 e = exp2_float(_mm512_mul_ps(g, _mm512_set1_ps(-1.44269504088896341f)));
         const __m512 silu = round_bf16(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(OUT + row * n + d),
                             (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(silu, bf16_to_float(value + d))));
