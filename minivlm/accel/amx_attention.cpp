@@ -31,13 +31,9 @@
 #include <cstring>
 #include <vector>
 
-#include "simd_exp2.h"
+#include "simd.h"
 
 constexpr int64_t kRows = 32;  // queries per step: two 16-row A tiles
-
-static inline __mmask16 first(int64_t n) {  // lanes 0..n-1 of 16
-  return n >= 16 ? (__mmask16)0xFFFF : (n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1));
-}
 
 // Linux hands a process the AMX tile state only once asked (oneDNN asks too; asking twice is harmless).
 static bool amx_permitted() {

@@ -35,7 +35,7 @@ def runs_here(*tensors) -> bool:
 
 
 def build_inputs(source_path: Path) -> dict[str, bytes]:
-    """What a build compiles, by file name: the source and the headers beside it (`simd_exp2.h`, which both kernels
+    """What a build compiles, by file name: the source and the headers beside it (`simd.h`, which both kernels
     include)."""
     headers = sorted(source_path.parent.glob("*.h"))
     return {source_path.name: source_path.read_bytes(), **{h.name: h.read_bytes() for h in headers}}

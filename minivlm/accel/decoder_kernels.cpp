@@ -19,7 +19,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "simd_exp2.h"
+#include "simd.h"
 
 constexpr int64_t kLanes = 32;  // bfloat16 values in one 512-bit register
 
@@ -88,27 +88,51 @@ static inline __m512 bf16_to_float(const uint16_t* p) {
 // views into the preallocated cache (rows of D contiguous values, any head and batch strides); no mask.
 // The scores and the weighted sum are float32, rounded once to bfloat16 at the end.
 
+// One row of scores -> its softmax, in place, float32: e = 2^((w - max) log2(e)) (simd.h), then e / sum.
+static void softmax_in_place(float* w, int64_t L) {
+  __m512 top = _mm512_set1_ps(-INFINITY);
+  for (int64_t j = 0; j < L; j += 16) top = _mm512_max_ps(top, _mm512_mask_loadu_ps(top, first(L - j), w + j));
+  const __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(top)), log2e = _mm512_set1_ps(1.44269504088896341f);
+  __m512 total = _mm512_setzero_ps();
+  for (int64_t j = 0; j < L; j += 16) {
+    const __m512 e = exp2_float(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(first(L - j), w + j), max), log2e));
+    total = _mm512_add_ps(total, _mm512_maskz_mov_ps(first(L - j), e));
+    _mm512_mask_storeu_ps(w + j, first(L - j), e);
+  }
+  const __m512 sum = _mm512_set1_ps(_mm512_reduce_add_ps(total));
+  for (int64_t j = 0; j < L; j += 16)
+    _mm512_mask_storeu_ps(w + j, first(L - j), _mm512_div_ps(_mm512_maskz_loadu_ps(first(L - j), w + j), sum));
+}
+
+// out[g] = sum_j p[g][j] v_j for kRowsAtOnce (1 or 2) query heads g0.., in one pass over the values: each value
+// row is converted to float32 once for both.
+template <int kChunks, int kRowsAtOnce>
+static void weighted_sum(const float* p, const uint16_t* values, int64_t L, uint16_t* out) {
+  constexpr int64_t D = 16 * kChunks;
+  __m512 sums[kRowsAtOnce][kChunks];
+  for (int r = 0; r < kRowsAtOnce; ++r)
+    for (int c = 0; c < kChunks; ++c) sums[r][c] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < L; ++j)
+    for (int c = 0; c < kChunks; ++c) {
+      const __m512 value = bf16_to_float(values + j * D + 16 * c);
+      for (int r = 0; r < kRowsAtOnce; ++r) sums[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(p[r * L + j]), value, sums[r][c]);
+    }
+  for (int r = 0; r < kRowsAtOnce; ++r)
+    for (int c = 0; c < kChunks; ++c)  // round to nearest even, as torch's float -> bfloat16
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * D + 16 * c), (__m256i)_mm512_cvtneps_pbh(sums[r][c]));
+}
+
 // One (batch, kv head): q [G, D], keys and values [L, D]; `weights` is scratch for G x L floats.
-template <int kChunks>  // D = 16 * kChunks: the weighted sum of D channels lives in kChunks registers
+template <int kChunks>  // D = 16 * kChunks: the weighted sum of D channels lives in kChunks registers per head
 static void attend_head(const uint16_t* q, const uint16_t* keys, const uint16_t* values, int64_t G, int64_t L,
                         float scale, float* weights, uint16_t* out) {
   constexpr int64_t D = 16 * kChunks;
   for (int64_t j = 0; j < L; ++j)  // scores: one pass over the keys
     for (int64_t g = 0; g < G; ++g) weights[g * L + j] = scale * dot(keys + j * D, q + g * D, D);
-  for (int64_t g = 0; g < G; ++g) {
-    float* w = weights + g * L;  // softmax, in float32
-    const float top = *std::max_element(w, w + L);
-    float total = 0;
-    for (int64_t j = 0; j < L; ++j) total += (w[j] = std::exp(w[j] - top));
-    __m512 sums[kChunks];  // weighted sum of the values, one row after the other
-    for (int c = 0; c < kChunks; ++c) sums[c] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < L; ++j) {
-      const __m512 weight = _mm512_set1_ps(w[j] / total);
-      for (int c = 0; c < kChunks; ++c) sums[c] = _mm512_fmadd_ps(weight, bf16_to_float(values + j * D + 16 * c), sums[c]);
-    }
-    for (int c = 0; c < kChunks; ++c)  // round to nearest even, as torch's float -> bfloat16
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + g * D + 16 * c), (__m256i)_mm512_cvtneps_pbh(sums[c]));
-  }
+  for (int64_t g = 0; g < G; ++g) softmax_in_place(weights + g * L, L);
+  int64_t g = 0;
+  for (; g + 2 <= G; g += 2) weighted_sum<kChunks, 2>(weights + g * L, values, L, out + g * D);
+  if (g < G) weighted_sum<kChunks, 1>(weights + g * L, values, L, out + g * D);
 }
 
 torch::Tensor attend_bf16(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale) {
@@ -224,7 +248,7 @@ torch::Tensor norm_rope_bf16(const torch::Tensor& x, const torch::Tensor& weight
 // 4. silu_gate_bf16: the SwiGLU MLP's gate, silu(gate) * value, in one pass over [value; gate] rows.
 //
 // The plain ops' roundings: s = bf16(g / (1 + e^-g)) in float32, out = bf16(s v). e^-g = 2^(-g log2(e)) by
-// simd_exp2.h (within 7.5e-8 relative; PyTorch's Sleef exp is within 1 ulp); it overflows to inf for g < -88 as
+// simd.h (within 7.5e-8 relative; PyTorch's Sleef exp is within 1 ulp); it overflows to inf for g < -88 as
 // std::exp does, giving -0 as PyTorch's.
 
 // x [..., 2n] bfloat16 contiguous ([value; gate] along the last axis, n a multiple of 16) -> [..., n].

@@ -53,8 +53,8 @@ def test_first_build_says_so_once(fake_build, tmp_path, capsys):
            f"{tmp_path / name})" in err and "built the decoder's CPU kernels in" in err
     assert fake_build[0] == (name, [str(tmp_path / name / "decoder_kernels.cpp")])  # compiled from its own copy
     assert (tmp_path / name / "decoder_kernels.cpp").read_bytes() == decoder_kernels.SOURCE.read_bytes()
-    header = decoder_kernels.SOURCE.with_name("simd_exp2.h")  # the header it includes, copied beside it
-    assert (tmp_path / name / "simd_exp2.h").read_bytes() == header.read_bytes()
+    header = decoder_kernels.SOURCE.with_name("simd.h")  # the header it includes, copied beside it
+    assert (tmp_path / name / "simd.h").read_bytes() == header.read_bytes()
     decoder_kernels._kernels()  # cached in this process: not built or said again
     decoder_kernels._kernels.cache_clear()
     decoder_kernels._kernels()  # a new process: the library is there, nothing is said

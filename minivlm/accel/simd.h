@@ -1,0 +1,27 @@
+// AVX-512 helpers both C++ kernels share (decoder_kernels.cpp, amx_attention.cpp); cpp_build.py copies this header
+// beside each source it builds.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+
+// Lanes 0..n-1 of 16 (all for n >= 16, none for n <= 0): the mask of a loop's last, partial vector.
+static inline __mmask16 first(int64_t n) {
+  return n >= 16 ? (__mmask16)0xFFFF : (n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1));
+}
+
+// 2^t on 16 float32 lanes: the exponential of the SwiGLU gate's silu and of both attention kernels' softmax.
+// 2^t = 2^n 2^f with n = round(t) and f = t - n in [-1/2, 1/2] (exact in float32), 2^f by a degree-5 polynomial
+// fitted for relative error (7.5e-8 at most: below float32's own rounding), 2^n applied by scalef: about 0 below
+// t = -126 (as exp underflows), inf above 128 (as it overflows). t must not be NaN or infinite.
+static inline __m512 exp2_float(__m512 t) {
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.327647129e-03f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675540961e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713092e-02f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402212024e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931469440e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.000000119e+00f));
+  return _mm512_scalef_ps(p, n);
+}
