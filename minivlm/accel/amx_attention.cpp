@@ -163,12 +163,18 @@ static void values_pass(Head& h, const uint16_t* P, int64_t keys, int64_t c0) {
   if constexpr (N > 5) _tile_stored(5, o + 80, Dpad * 4);
 }
 
+// Only the tiles of output columns that hold channels: head_dim 72 takes 5 of Dpad's 6.
 static void weighted_values(Head& h, const uint16_t* P, int64_t keys) {
-  for (int64_t c0 = 0; c0 < h.Dpad; c0 += 96) {  // Dpad is a multiple of 32: passes of 6, 4 or 2 tiles
-    const int64_t n = std::min<int64_t>(6, (h.Dpad - c0) / 16);
-    if (n == 6) values_pass<6>(h, P, keys, c0);
-    else if (n == 4) values_pass<4>(h, P, keys, c0);
-    else values_pass<2>(h, P, keys, c0);
+  const int64_t tiles = (h.D + 15) / 16;
+  for (int64_t t0 = 0; t0 < tiles; t0 += 6) {  // passes of up to 6 tiles
+    switch (std::min<int64_t>(6, tiles - t0)) {
+      case 6: values_pass<6>(h, P, keys, 16 * t0); break;
+      case 5: values_pass<5>(h, P, keys, 16 * t0); break;
+      case 4: values_pass<4>(h, P, keys, 16 * t0); break;
+      case 3: values_pass<3>(h, P, keys, 16 * t0); break;
+      case 2: values_pass<2>(h, P, keys, 16 * t0); break;
+      default: values_pass<1>(h, P, keys, 16 * t0);
+    }
   }
 }
 

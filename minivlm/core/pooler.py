@@ -47,12 +47,17 @@ def add_pad_embeddings(features: Tensor, image_masks: Tensor, pad_embed: Tensor)
     all its patches get `pad_embed[1]`. It is an upstream off-by-one, but it is what the weights were trained
     with, so we reproduce it (the tiler produces the masks exactly as the official processor does).
     """
-    masks = image_masks.float()
-    all_pad = (masks == 0).float()[..., None]  # [crops, 729, 1]
-    partial_pad = ((masks < 1) & (masks != 0)).float()[..., None]
+    # Where the mask is 1 both terms are zero: only the other patches (usually one tile) are summed, which keeps a
+    # second and third full-size float32 copy of the features out of every image's encoding.
+    changed = image_masks != 1  # [crops, 729]
+    masks = image_masks[changed].float()[:, None]  # [patches changed, 1]
+    all_pad = (masks == 0).float()
+    partial_pad = ((masks < 1) & (masks != 0)).float()
+    padded = features.clone()
     # The official sum runs in float32 (the masks are float32) and is cast back once.
-    padded = features.float() + pad_embed[0].float() * all_pad + pad_embed[1].float() * partial_pad
-    return padded.to(features.dtype)
+    padded[changed] = (features[changed].float() + pad_embed[0].float() * all_pad
+                       + pad_embed[1].float() * partial_pad).to(features.dtype)
+    return padded
 
 
 def to_windows(features: Tensor, grid: int, pool_h: int, pool_w: int) -> Tensor:

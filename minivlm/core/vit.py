@@ -111,4 +111,6 @@ def vit_features(patches: Tensor, w: dict[str, Tensor], cfg: VisionConfig,
             outputs[i] = x
     features = torch.cat([outputs[i] for i in selected], dim=-1)  # [crops, 729, 2·width]
     is_padding_crop = (patches == -1).flatten(1).all(dim=1)  # [crops]
+    if not is_padding_crop.any():  # collate makes none; the official processor pads a batch's images with them
+        return features
     return features * (~is_padding_crop).to(features.dtype)[:, None, None]

@@ -49,6 +49,7 @@ def assert_as_close_as_sdpa(ours, q, k, v, scale, causal):
                                    (2, 4, 729, 8),  # the fixture's
                                    (1, 3, 37, 13),  # odd sizes: padding of patches and channels
                                    (1, 2, 100, 128), (1, 2, 70, 160),  # head_dim over 96: two passes of P V
+                                   (1, 2, 40, 112), (1, 2, 33, 40),  # 7 and 3 tiles of output columns
                                    (1, 1, 1, 72)])  # one patch
 def test_vit_crops_as_close_to_float32_as_sdpa(shape):
     q, k, v = qkv_slices(*shape)

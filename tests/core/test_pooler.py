@@ -52,6 +52,23 @@ def test_last_tile_gets_the_partial_pad_embedding(vlm):
     assert changed == [12]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pad_embeddings_match_the_official_float32_sum(dtype):
+    """Masks of every kind (1 real, 0 padding, -1 and 0.5 partial): the official connector's sum over every patch,
+    in float32 and cast back once (SPEC.md), though add_pad_embeddings only sums the patches whose mask is not 1."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(3, 729, 16, generator=generator).to(dtype)
+    pad_embed = torch.randn(2, 16, generator=generator).to(dtype)
+    masks = torch.ones(3, 729)
+    masks[1] = -1
+    masks[2, :100], masks[2, 100:200] = 0, 0.5
+    all_pad, partial = (masks == 0).float()[..., None], ((masks < 1) & (masks != 0)).float()[..., None]
+    official = (features.float() + pad_embed[0].float() * all_pad + pad_embed[1].float() * partial).to(dtype)
+    padded = add_pad_embeddings(features, masks, pad_embed)
+    assert padded.dtype == dtype and torch.equal(padded, official)
+    assert torch.equal(padded[0], features[0]) and not torch.equal(padded[1], features[1])
+
+
 def test_connector_runs_without_grad_tricks(vlm):
     """Plain tensor functions: autograd flows through the whole vision path (the training code relies on it)."""
     weights = {k: v.clone().requires_grad_(v.is_floating_point()) for k, v in vlm.weights.items()}
