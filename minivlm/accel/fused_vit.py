@@ -9,6 +9,15 @@ core's cache: its "post-ops". PyTorch exposes them as `torch.ops.mkldnn._linear_
 freezing pass emits for `nn.Linear` on CPU). Measured on that machine, medians of 9 interleaved runs of one block:
 768 ms plain, 602 ms fused (0.78x).
 
+A block over many crops runs in passes of a few crops (`cpp_build.row_passes`: each pass's widest intermediate,
+the MLP's [patches, 4304], under 32 MB; 13 crops in bfloat16 run as 5 + 4 + 4): oneDNN's products into outputs
+above that size pay for fresh memory pages every time. Measured on 2 cores of an Intel Xeon with AMX (2026-12-04),
+medians of 7 interleaved runs: qkv 74 ms at 9,477 rows against 32 ms in passes of 2,916, up 103 against 43;
+one whole block over 13 crops, medians of 11: 269 ms in one pass, 211-222 ms in passes of 3-5 crops; the whole
+vision of the bench's 1176x910 image, medians of 5 interleaved: 6.69 s in one pass, 5.49 s in passes. Attention
+is per crop, so the passes compute the same thing (oneDNN may round a product differently at another number of
+rows: the tests hold float32 to 1e-5 and bfloat16 to the same greedy tokens, in one pass and in several).
+
 The block is `core.vit.vit_block` with its four products swapped for fused ones (the qkv product with its bias
 inside, which PyTorch's `F.linear` copies into the output first); the heads' attention is the same
 `core.vit.attend_heads`. The arithmetic differs only in rounding: the fused ops apply the bias, GELU and sum
@@ -31,13 +40,22 @@ from ..core.config import VisionConfig
 from ..core.layers import layer_norm
 from ..core.vit import PREFIX, attend_heads, qkv_bias
 from . import cpp_build
-from .cpp_build import runs_here
+from .cpp_build import row_passes, runs_here
 
 onednn = torch.ops.mkldnn
 
 
 def fused_vit_block(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Tensor:
     """`vit_block(x, w, i, cfg)` with fused products. x: [crops, 729, width] on CPU, float32 or bfloat16."""
+    widest = max(3 * cfg.hidden_size, cfg.mlp_size) * x.element_size()  # bytes per patch: qkv's or the MLP's
+    passes = min(x.shape[0], row_passes(x.shape[0] * x.shape[1], widest))  # whole crops, split evenly
+    if passes > 1:
+        return torch.cat([_fused_pass(crops, w, i, cfg) for crops in x.tensor_split(passes)])
+    return _fused_pass(x, w, i, cfg)
+
+
+def _fused_pass(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Tensor:
+    """The fused block on a few crops x: [crops, 729, width]."""
     p = f"{PREFIX}layers.{i}."
     h = layer_norm(x, w[p + "attn_lnorm.weight"], w[p + "attn_lnorm.bias"], cfg.norm_eps)
     qkv = onednn._linear_pointwise(h, w[p + "attn.qkv_w.weight"], qkv_bias(w, i), "none", [], "")  # [.., 3·width]

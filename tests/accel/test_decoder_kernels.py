@@ -8,7 +8,8 @@ from conftest import CASES, FIXTURE_DIR, case_images
 
 import minivlm
 from minivlm.accel import cpp_build, decoder_kernels
-from minivlm.core.layers import rms_norm
+from minivlm.core import layers
+from minivlm.core.layers import rms_norm, swiglu
 from minivlm.core.rope import apply_rope, rope_angles
 from minivlm.formats.image_io import open_image
 from minivlm.tiny import DEMO_DIR
@@ -131,6 +132,29 @@ def test_silu_gate_rounds_as_the_plain_ops(kernels, shape):
     differ = ours != plain
     assert differ.float().mean() < 1e-4
     torch.testing.assert_close(ours[differ].float(), plain[differ].float(), rtol=4 * BF16_STEP, atol=0)
+
+
+@pytest.mark.parametrize("largest_block, rows, passes", [(cpp_build.LARGEST_REUSED_BLOCK, 1774, 2),
+                                                         (8 * 12288 * 2, 40, 5)])
+def test_swiglu_in_passes_equals_one_pass(kernels, monkeypatch, largest_block, rows, passes):
+    """The decoder's MLP at the release's sizes (width 2048, [value; gate] of 6,144 each). A 1,774-token prompt's
+    [1774, 12288] bfloat16 intermediate (43.6 MB) is over 32 MiB: two passes; 40 rows when a pass may hold 8: five
+    passes (more than decoder_kernels.MAX_ROWS rows each, so oneDNN's products as in one pass). The same numbers as
+    one pass but where oneDNN sums a product in another order at another row count (measured: bit for bit at 887
+    rows against 1,774; 0.5 % of the outputs at 8 rows against 40, by at most 2^-7): an intermediate one bfloat16
+    step apart, carried through the down product, so at most 2^-5 absolute on outputs up to about 4."""
+    monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", largest_block)
+    monkeypatch.setattr(layers.hooks, "swiglu", None)  # `swiglu` below: the plain MLP, in one pass
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, rows, 2048, generator=g).bfloat16()
+    up = (torch.randn(12288, 2048, generator=g) * 0.02).bfloat16()
+    down = (torch.randn(2048, 6144, generator=g) * 0.02).bfloat16()
+    assert decoder_kernels.swiglu_passes(x, up, down) == passes
+    assert decoder_kernels.swiglu_passes(x.float(), up.float(), down.float()) == 1  # float32: the plain MLP
+    with torch.inference_mode():
+        in_passes, one_pass = decoder_kernels.swiglu(x, up, down), swiglu(x, up, down)
+    assert (in_passes != one_pass).float().mean() < 0.01
+    torch.testing.assert_close(in_passes.float(), one_pass.float(), rtol=0, atol=2**-5)
 
 
 def test_only_decoding_shapes_use_the_kernels(kernels, monkeypatch):

@@ -52,9 +52,15 @@ def test_float32_features_equal_the_official_golden_ones(vlm, case):
     assert_close(fused, golden()[case["name"] + ".vit_features"], "fused vit_features")
 
 
-def test_float32_full_size_block_equals_the_plain_one():
+@pytest.mark.parametrize("largest_block", [cpp_build.LARGEST_REUSED_BLOCK, 1], ids=["32MiB", "a_pass_per_crop"])
+def test_float32_full_size_block_equals_the_plain_one(largest_block, monkeypatch):
     """One block at the release's sizes (width 1152, 16 heads of 72, MLP 4304; minivlm/configs/jina-vlm), random
-    weights at the scale of a trained ViT's, two crops: fused and plain agree to float32 rounding (1e-5)."""
+    weights at the scale of a trained ViT's, three crops in two passes and in three: fused and plain agree to
+    float32 rounding (1e-5)."""
+    monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", largest_block)
+    passes = []
+    monkeypatch.setattr(fused_vit, "_fused_pass", lambda x, *args, run=fused_vit._fused_pass: passes.append(
+        x.shape[0]) or run(x, *args))
     cfg: VisionConfig = load_config(REAL_CONFIG).vision
     g = torch.Generator().manual_seed(0)
     w = {}
@@ -62,15 +68,19 @@ def test_float32_full_size_block_equals_the_plain_one():
         if key.startswith(PREFIX + "layers.3."):
             scale = 0.02 if len(shape) == 2 else 0.1
             w[key] = torch.randn(shape, generator=g) * scale + (1.0 if key.endswith("lnorm.weight") else 0.0)
-    x = torch.randn(2, cfg.grid**2, cfg.hidden_size, generator=g)
+    x = torch.randn(3, cfg.grid**2, cfg.hidden_size, generator=g)
     with torch.inference_mode():
         torch.testing.assert_close(fused_vit.fused_vit_block(x, w, 3, cfg), vit_block(x, w, 3, cfg),
                                    rtol=1e-5, atol=1e-5)
+    # float32 MLP rows of 3 crops: 3 x 729 x 4304 x 4 bytes = 37.7 MB, over 32 MiB: two passes
+    assert passes == ([2, 1] if largest_block > 1 else [1, 1, 1])
 
 
 @needs_bfloat16
 @pytest.mark.parametrize("case", [c for c in IMAGE_CASES if c["name"] == "rgba_500x300"], ids=case_id)
-def test_bfloat16_fixture_greedy_tokens_unchanged(case, count_blocks):
+@pytest.mark.parametrize("largest_block", [cpp_build.LARGEST_REUSED_BLOCK, 1], ids=["one_pass", "a_pass_per_crop"])
+def test_bfloat16_fixture_greedy_tokens_unchanged(case, largest_block, count_blocks, monkeypatch):
+    monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", largest_block)
     vlm = minivlm.load(FIXTURE_DIR, dtype=torch.bfloat16)  # installs the fused blocks, as for any bfloat16 model
     calls = count_blocks()
     fused = vlm.generate(case["prompt"], case_images(case), max_new_tokens=8, stop_ids=[])
