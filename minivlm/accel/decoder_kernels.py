@@ -16,13 +16,18 @@ and k, 1-2 s of a 1,774-token prefill on the Xeon; the kernel takes a few ms per
 norms of the hidden states before attention, before the MLP and at the end (five passes over a float32 copy);
 `silu_gate`, the MLP's silu(gate) * value (two passes), likewise.
 
+Products of more rows (a prompt's prefill, the connector's) run in oneDNN as before, but through its linear op
+with the bias inside (`linear_onednn`: the op fused_vit.py uses) rather than `F.linear`, which copies the bias
+into its output first and adds the product to it: the first token of the bench's 1176x910 image 8.79 against
+9.14 s, medians of 5 interleaved (2 cores of an Intel Xeon with AMX, 2026-12-04).
+
 A long prefill runs its MLP in passes of rows (`swiglu`), each pass's [rows, 2 x 6144] intermediate under 32 MB
 (`cpp_build.row_passes`: larger blocks come as fresh memory pages every time): the same products and kernels on
 fewer rows at a time, the same numbers. One layer's MLP over 1,774 tokens on 2 cores of an Intel Xeon with AMX
 (2026-12-04), medians of 9 interleaved: 82.6 ms in one pass, 70.2 in two.
 
 `install()` plugs them into `minivlm.core.layers.hooks`: then `layers.linear` uses `linear` for inputs of at most
-MAX_ROWS rows, `layers.attention` uses `attend` for one new token without a mask, `layers.rms_norm` and
+MAX_ROWS rows and `linear_onednn` for more, `layers.attention` uses `attend` for one new token without a mask, `layers.rms_norm` and
 `layers.silu_gate` use `rms_norm` and `silu_gate`, `layers.swiglu` runs in passes, and the decoder's q/k norm
 uses `norm_rope`, wherever they
 apply: CPU, bfloat16, no autograd, a CPU with AVX512-BF16 and a C++ compiler to build them with (once per kernel
@@ -89,6 +94,20 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is not None:
         y += bias.float()  # before the one rounding to bfloat16, as F.linear adds it
     return y.to(x.dtype).view(*x.shape[:-1], weight.shape[0])  # [..., out]
+
+
+def handles_linear_onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether `linear_onednn` runs: bfloat16 on a CPU where oneDNN computes it natively, nothing to differentiate,
+    not inside torch.compile (compiled_vit.py: Inductor lowers F.linear itself, and this op only for frozen
+    weights)."""
+    return (runs_here(x, weight, *([] if bias is None else [bias])) and not torch.compiler.is_compiling()
+            and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def linear_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear(x, weight, bias) as oneDNN's linear op, the bias added to the float32 sums before the one rounding
+    (check `handles_linear_onednn` first)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 def handles_attention(q: Tensor, k: Tensor, v: Tensor) -> bool:
@@ -174,7 +193,9 @@ def _norm_rope_hook(x: Tensor, weight: Tensor, eps: float, cos: Tensor, sin: Ten
 
 
 def _linear_hook(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | None:
-    return linear(x, weight, bias) if handles_linear(x, weight) else None
+    if handles_linear(x, weight):
+        return linear(x, weight, bias)
+    return linear_onednn(x, weight, bias) if handles_linear_onednn(x, weight, bias) else None
 
 
 def _attention_hook(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor | None:

@@ -59,6 +59,28 @@ def test_linear_matches_f_linear(kernels, shape, with_bias):
     assert (fast == plain).float().mean() > 0.9  # mostly bit-identical; the rest one rounding step apart
 
 
+ONEDNN_BFLOAT16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@pytest.mark.skipif(not ONEDNN_BFLOAT16, reason="oneDNN computes bfloat16 natively only with AVX512-BF16 or AMX")
+@pytest.mark.parametrize("shape", [(5, 64), (2, 37, 2048)])  # more rows than MAX_ROWS: a prompt's products
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_linear_onednn_rounds_the_float32_sum_once(shape, with_bias):
+    """Many rows: oneDNN's linear with the bias inside is the exact float64 product + bias up to float32 summation
+    noise and one rounding to bfloat16, and F.linear's numbers or one rounding step from them."""
+    g = torch.Generator().manual_seed(len(shape) + 10 * with_bias)
+    x = torch.randn(shape, generator=g).bfloat16()
+    w = (torch.randn(96, shape[-1], generator=g) * 0.05).bfloat16()
+    bias = torch.randn(96, generator=g).bfloat16() if with_bias else None
+    assert decoder_kernels.handles_linear_onednn(x, w, bias) and not decoder_kernels.handles_linear(x, w)
+    fast, plain = decoder_kernels.linear_onednn(x, w, bias), F.linear(x, w, bias)
+    assert fast.dtype == torch.bfloat16 and fast.shape == plain.shape
+    exact = x.double() @ w.double().T + (0 if bias is None else bias.double())
+    torch.testing.assert_close(fast.double(), exact, rtol=BF16_STEP, atol=1e-4)
+    torch.testing.assert_close(fast.float(), plain.float(), rtol=2 * BF16_STEP, atol=1e-4)
+    assert (fast == plain).float().mean() > 0.9
+
+
 @pytest.mark.parametrize("batch, kv_heads, group, length, head_dim", [(1, 8, 2, 1800, 128), (2, 2, 1, 5, 32),
                                                                        (3, 1, 4, 77, 64)])
 def test_attend_equals_float64_softmax_attention(kernels, batch, kv_heads, group, length, head_dim):
@@ -189,6 +211,7 @@ def test_generation_with_and_without_the_kernels(kernels, monkeypatch, model_dir
     norm_ropes = count_calls(monkeypatch, "norm_rope")  # 32-wide heads and up: the tiny model's, not the fixture's
     rms_norms = count_calls(monkeypatch, "rms_norm")  # both models' hidden states (64 and more wide)
     gates = count_calls(monkeypatch, "silu_gate")  # both models' MLPs and the connector's projector
+    prompt_products = count_calls(monkeypatch, "linear_onednn")  # the prefill's: more rows than MAX_ROWS
     if model_dir == TINY_MODEL:
         image = open_image(TINY_MODEL / "example.png")
         cases = [(vlm.render_chat([{"role": "user", "content": q}], 1), [image])
@@ -201,6 +224,7 @@ def test_generation_with_and_without_the_kernels(kernels, monkeypatch, model_dir
         norm_ropes.clear()
         rms_norms.clear()
         gates.clear()
+        prompt_products.clear()
         monkeypatch.setattr(cpp_build, "ENABLED", True)
         fast = vlm.generate(prompt, images, max_new_tokens=8, stop_ids=[], return_logits=True)
         assert len(linears) == 7 * n_layers * 4 + 8  # 7 decoding steps x (qkv, out, up, down); 8 one-row LM heads
@@ -208,6 +232,7 @@ def test_generation_with_and_without_the_kernels(kernels, monkeypatch, model_dir
         assert len(norm_ropes) == (8 * n_layers * 2 if uses_attend else 0)  # (prefill + 7 steps) x (q, k)
         assert len(rms_norms) == 8 * (2 * n_layers + 1)  # (prefill + 7 steps) x (2 per layer + the final one)
         assert len(gates) >= 8 * n_layers  # (prefill + 7 steps) x layers, + the projector when there are images
+        assert len(prompt_products) >= (4 * n_layers if ONEDNN_BFLOAT16 else 0)  # + the connector's with images
         monkeypatch.setattr(cpp_build, "ENABLED", False)
         plain = vlm.generate(prompt, images, max_new_tokens=8, stop_ids=[], return_logits=True)
         assert fast.token_ids == plain.token_ids
