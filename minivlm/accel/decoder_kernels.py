@@ -27,12 +27,11 @@ fewer rows at a time, the same numbers. One layer's MLP over 1,774 tokens on 2 c
 (2026-12-04), medians of 9 interleaved: 82.6 ms in one pass, 70.2 in two.
 
 `install()` plugs them into `minivlm.core.layers.hooks`: then `layers.linear` uses `linear` for inputs of at most
-MAX_ROWS rows and `linear_onednn` for more, `layers.attention` uses `attend` for one new token without a mask, `layers.rms_norm` and
-`layers.silu_gate` use `rms_norm` and `silu_gate`, `layers.swiglu` runs in passes, and the decoder's q/k norm
-uses `norm_rope`, wherever they
-apply: CPU, bfloat16, no autograd, a CPU with AVX512-BF16 and a C++ compiler to build them with (once per kernel
-source and torch version, about 30 s, said on stderr; cached under ~/.cache/torch_extensions/
-minivlm_decoder_kernels_<hash>). Everywhere else, and with MINIVLM_CPU_KERNELS=0, PyTorch's own ops run. Same
+MAX_ROWS rows and `linear_onednn` for more, `layers.attention` uses `attend` for one new token without a mask,
+`layers.rms_norm` and `layers.silu_gate` use `rms_norm` and `silu_gate`, `layers.swiglu` runs in passes, and the
+decoder's q/k norm uses `norm_rope`, wherever they apply: CPU, bfloat16, no autograd, a CPU with AVX512-BF16 and a
+C++ compiler to build them with (once per kernel source and torch version, about 30 s, said on stderr; cached under
+~/.cache/torch_extensions/minivlm_decoder_kernels_<hash>). Everywhere else, and with MINIVLM_CPU_KERNELS=0, PyTorch's own ops run. Same
 arithmetic as those: exact bfloat16 products summed in float32, the same roundings to bfloat16; only the order of
 the float32 sums differs, and silu's e^x (a polynomial here, Sleef's there) in its last float32 bit
 (tests/accel/test_decoder_kernels.py).
