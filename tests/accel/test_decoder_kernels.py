@@ -4,7 +4,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CASES, FIXTURE_DIR, case_images
+from conftest import CASES, FIXTURE_DIR, case_images, demo_answers
 
 import minivlm
 from minivlm.accel import cpp_build, decoder_kernels
@@ -177,6 +177,21 @@ def test_swiglu_in_passes_equals_one_pass(kernels, monkeypatch, largest_block, r
         in_passes, one_pass = decoder_kernels.swiglu(x, up, down), swiglu(x, up, down)
     assert (in_passes != one_pass).float().mean() < 0.01
     torch.testing.assert_close(in_passes.float(), one_pass.float(), rtol=0, atol=2**-5)
+
+
+def test_demo_model_answers_with_the_mlp_in_passes(kernels, monkeypatch):
+    """The demo model's prompts (thumbnail + tiles) with every MLP of more than 8 rows in passes of 8 (more than
+    MAX_ROWS each: oneDNN's products, as in one pass): the same greedy tokens as the MLP in one pass."""
+    vlm = minivlm.load(TINY_MODEL, dtype=torch.bfloat16)
+    up_rows = vlm.weights["model.language_model.layers.0.ffn.up.weight"].shape[0]
+    monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", 8 * up_rows * 2)  # 8 bfloat16 rows of the up product
+    passes = []
+    original = decoder_kernels.swiglu_passes
+    monkeypatch.setattr(decoder_kernels, "swiglu_passes", lambda *args: passes.append(original(*args)) or passes[-1])
+    in_passes = demo_answers(vlm)
+    assert max(passes) > 1  # the prefills ran their MLPs in passes
+    monkeypatch.setattr(layers.hooks, "swiglu", None)
+    assert demo_answers(vlm) == in_passes
 
 
 def test_only_decoding_shapes_use_the_kernels(kernels, monkeypatch):
