@@ -10,6 +10,7 @@ kernel has a PyTorch fallback that is just as right, only slower.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -33,6 +34,13 @@ def runs_here(*tensors) -> bool:
     """Whether a CPU kernel may take these tensors: switched on, all bfloat16 on CPU, nothing to differentiate."""
     return (ENABLED and all(t.device.type == "cpu" and t.dtype == torch.bfloat16 for t in tensors)
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
+
+
+@functools.cache
+def onednn_computes_bfloat16() -> bool:
+    """Whether PyTorch's oneDNN is built in and computes bfloat16 natively on this CPU (AVX512-BF16 or AMX): what
+    the fused ViT blocks and `decoder_kernels.linear_onednn` need."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 LARGEST_REUSED_BLOCK = 32 << 20  # bytes: glibc's mmap threshold at its highest (64-bit)

@@ -21,20 +21,20 @@ with the bias inside (`linear_onednn`: the op fused_vit.py uses) rather than `F.
 into its output first and adds the product to it: the first token of the bench's 1176x910 image 8.79 against
 9.14 s, medians of 5 interleaved (2 cores of an Intel Xeon with AMX, 2026-12-04).
 
-A long prefill runs its MLP in passes of rows (`swiglu`), each pass's [rows, 2 x 6144] intermediate under 32 MB
-(`cpp_build.row_passes`: larger blocks come as fresh memory pages every time): the same products and kernels on
-fewer rows at a time, the same numbers. One layer's MLP over 1,774 tokens on 2 cores of an Intel Xeon with AMX
-(2026-12-04), medians of 9 interleaved: 82.6 ms in one pass, 70.2 in two.
+A long prefill runs its MLP in passes of rows (`swiglu`), each pass's [rows, 2 x 6144] intermediate under
+32 MiB (`cpp_build.row_passes`: larger blocks come as fresh memory pages every time): the same products and
+kernels on fewer rows at a time, the same numbers. One layer's MLP over 1,774 tokens on 2 cores of an Intel Xeon
+with AMX (2026-12-04), medians of 9 interleaved: 82.6 ms in one pass, 70.2 in two.
 
 `install()` plugs them into `minivlm.core.layers.hooks`: then `layers.linear` uses `linear` for inputs of at most
 MAX_ROWS rows and `linear_onednn` for more, `layers.attention` uses `attend` for one new token without a mask,
 `layers.rms_norm` and `layers.silu_gate` use `rms_norm` and `silu_gate`, `layers.swiglu` runs in passes, and the
 decoder's q/k norm uses `norm_rope`, wherever they apply: CPU, bfloat16, no autograd, a CPU with AVX512-BF16 and a
 C++ compiler to build them with (once per kernel source and torch version, about 30 s, said on stderr; cached under
-~/.cache/torch_extensions/minivlm_decoder_kernels_<hash>). Everywhere else, and with MINIVLM_CPU_KERNELS=0, PyTorch's own ops run. Same
-arithmetic as those: exact bfloat16 products summed in float32, the same roundings to bfloat16; only the order of
-the float32 sums differs, and silu's e^x (a polynomial here, Sleef's there) in its last float32 bit
-(tests/accel/test_decoder_kernels.py).
+~/.cache/torch_extensions/minivlm_decoder_kernels_<hash>). Everywhere else, and with MINIVLM_CPU_KERNELS=0,
+PyTorch's own ops run. Same arithmetic as those: exact bfloat16 products summed in float32, the same roundings to
+bfloat16; only the order of the float32 sums differs, and silu's e^x (a polynomial here, Sleef's there) in its
+last float32 bit (tests/accel/test_decoder_kernels.py).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from torch import Tensor
 
 from ..core import layers
 from . import cpp_build
-from .cpp_build import build, cpu_has, row_passes, runs_here
+from .cpp_build import build, cpu_has, onednn_computes_bfloat16, row_passes, runs_here
 
 SOURCE = Path(__file__).with_name("decoder_kernels.cpp")
 MAX_ROWS = 4  # a decoding batch; from about 8 rows on, oneDNN (computing rather than streaming) is faster
@@ -100,7 +100,7 @@ def handles_linear_onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> boo
     not inside torch.compile (compiled_vit.py: Inductor lowers F.linear itself, and this op only for frozen
     weights)."""
     return (runs_here(x, weight, *([] if bias is None else [bias])) and not torch.compiler.is_compiling()
-            and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            and onednn_computes_bfloat16())
 
 
 def linear_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

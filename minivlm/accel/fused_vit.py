@@ -10,7 +10,7 @@ freezing pass emits for `nn.Linear` on CPU). Measured on that machine, medians o
 768 ms plain, 602 ms fused (0.78x).
 
 A block over many crops runs in passes of a few crops (`cpp_build.row_passes`: each pass's widest intermediate,
-the MLP's [patches, 4304], under 32 MB; 13 crops in bfloat16 run as 5 + 4 + 4): oneDNN's products into outputs
+the MLP's [patches, 4304], under 32 MiB; 13 crops in bfloat16 run as 5 + 4 + 4): oneDNN's products into outputs
 above that size pay for fresh memory pages every time. Measured on 2 cores of an Intel Xeon with AMX (2026-12-04),
 medians of 7 interleaved runs: qkv 74 ms at 9,477 rows against 32 ms in passes of 2,916, up 103 against 43;
 one whole block over 13 crops, medians of 11: 269 ms in one pass, 211-222 ms in passes of 3-5 crops; the whole
@@ -40,7 +40,7 @@ from ..core.config import VisionConfig
 from ..core.layers import layer_norm
 from ..core.vit import PREFIX, attend_heads, qkv_bias
 from . import cpp_build
-from .cpp_build import row_passes, runs_here
+from .cpp_build import onednn_computes_bfloat16, row_passes, runs_here
 
 onednn = torch.ops.mkldnn
 
@@ -70,7 +70,7 @@ def _fused_pass(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> T
 def applies(x: Tensor, w: dict[str, Tensor], i: int) -> bool:
     """Whether block i runs fused: bfloat16 on a CPU that computes it natively, nothing to differentiate."""
     weight = w[f"{PREFIX}layers.{i}.ffn.up.weight"]
-    return runs_here(x, weight) and onednn._is_mkldnn_bf16_supported()
+    return runs_here(x, weight) and onednn_computes_bfloat16()
 
 
 def _vit_block_hook(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Tensor | None:

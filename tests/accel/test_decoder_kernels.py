@@ -59,7 +59,7 @@ def test_linear_matches_f_linear(kernels, shape, with_bias):
     assert (fast == plain).float().mean() > 0.9  # mostly bit-identical; the rest one rounding step apart
 
 
-ONEDNN_BFLOAT16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+ONEDNN_BFLOAT16 = cpp_build.onednn_computes_bfloat16()
 
 
 @pytest.mark.skipif(not ONEDNN_BFLOAT16, reason="oneDNN computes bfloat16 natively only with AVX512-BF16 or AMX")

@@ -14,7 +14,7 @@ from minivlm.formats.config_json import load_config
 from minivlm.tiny import DEMO_DIR
 from minivlm.tools.bench import REAL_CONFIG
 
-BFLOAT16_NATIVE = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+BFLOAT16_NATIVE = cpp_build.onednn_computes_bfloat16()
 needs_bfloat16 = pytest.mark.skipif(not BFLOAT16_NATIVE, reason="oneDNN computes bfloat16 natively only with "
                                                                 "AVX512-BF16 or AMX; the fused blocks stay off here")
 
