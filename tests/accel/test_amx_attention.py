@@ -97,6 +97,21 @@ def count_calls(monkeypatch):
 
 
 @needs_amx
+@needs_amx
+def test_buffers_kept_between_calls_change_nothing():
+    """Each thread keeps its tile buffers from call to call while L and D stay the same: a call after calls with
+    other values (full and causal, grouped-query) and other sizes returns the same bits as before them. Odd sizes,
+    so that both the keys and the channels are padded."""
+    q, k, v = qkv_slices(1, 3, 37, 13)
+    before = amx_attention.attention(q, k, v, 0.3, causal=False)
+    big = [t * 50 for t in qkv_slices(2, 4, 37, 13, seed=1)]  # the same L and D, other values
+    amx_attention.attention(*big, 0.3, causal=False)
+    amx_attention.attention(*prefill_qkv(1, 4, 2, 37, 13, seed=2), 0.3, causal=True)
+    amx_attention.attention(*qkv_slices(1, 2, 100, 40, seed=3), 0.3, causal=False)  # other sizes: new buffers
+    amx_attention.attention(*big, 0.3, causal=True)
+    assert torch.equal(amx_attention.attention(q, k, v, 0.3, causal=False), before)
+
+
 @pytest.mark.parametrize("case", [c for c in IMAGE_CASES if c["name"] == "rgba_500x300"], ids=case_id)
 def test_bfloat16_fixture_greedy_tokens_unchanged(case, count_calls):
     vlm = minivlm.load(FIXTURE_DIR, dtype=torch.bfloat16)  # installs the kernel, as for any bfloat16 model
