@@ -97,7 +97,6 @@ def count_calls(monkeypatch):
 
 
 @needs_amx
-@needs_amx
 def test_buffers_kept_between_calls_change_nothing():
     """Each thread keeps its tile buffers from call to call while L and D stay the same: a call after calls with
     other values (full and causal, grouped-query) and other sizes returns the same bits as before them. Odd sizes,
@@ -112,6 +111,7 @@ def test_buffers_kept_between_calls_change_nothing():
     assert torch.equal(amx_attention.attention(q, k, v, 0.3, causal=False), before)
 
 
+@needs_amx
 @pytest.mark.parametrize("case", [c for c in IMAGE_CASES if c["name"] == "rgba_500x300"], ids=case_id)
 def test_bfloat16_fixture_greedy_tokens_unchanged(case, count_calls):
     vlm = minivlm.load(FIXTURE_DIR, dtype=torch.bfloat16)  # installs the kernel, as for any bfloat16 model
