@@ -167,16 +167,18 @@ def swiglu_passes(x: Tensor, up: Tensor, down: Tensor) -> int:
     return min(rows, row_passes(rows, up.shape[0] * x.element_size()))
 
 
-def swiglu(x: Tensor, up: Tensor, down: Tensor) -> Tensor:
-    """`layers.swiglu(x, up, down)` on x [..., in] in `swiglu_passes` passes of rows, each as the plain MLP."""
+def swiglu(x: Tensor, up: Tensor, down: Tensor, passes: int | None = None) -> Tensor:
+    """`layers.swiglu(x, up, down)` on x [..., in] in `passes` passes of rows (`swiglu_passes` unless given), each
+    as the plain MLP."""
     rows = x.reshape(-1, x.shape[-1])  # [rows, in]
-    parts = rows.tensor_split(swiglu_passes(x, up, down))  # [rows / passes, in] each: contiguous
+    parts = rows.tensor_split(passes or swiglu_passes(x, up, down))  # [rows / passes, in] each: contiguous
     out = torch.cat([layers.linear(layers.silu_gate(layers.linear(part, up)), down) for part in parts])
     return out.view(*x.shape[:-1], down.shape[0])  # [..., out]
 
 
 def _swiglu_hook(x: Tensor, up: Tensor, down: Tensor) -> Tensor | None:
-    return swiglu(x, up, down) if swiglu_passes(x, up, down) > 1 else None
+    passes = swiglu_passes(x, up, down)
+    return swiglu(x, up, down, passes) if passes > 1 else None
 
 
 def _rms_norm_hook(x: Tensor, weight: Tensor, eps: float) -> Tensor | None:
