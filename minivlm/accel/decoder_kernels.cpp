@@ -39,12 +39,22 @@ static float dot(const uint16_t* w, const uint16_t* x, int64_t I) {
 }
 
 // <w_r, x> for R rows w_r = w + r * I side by side: x is loaded once for all R, each row has its own sum.
+// Each row also asks for the cache line 16 KB ahead of the one it reads, into L2 (`kAhead`): the CPU's own
+// prefetchers stop at every 4 KB page, and a decoder row is one page (2,048 values) or three. All 28 layers'
+// matrices and the LM head, one token's reads (3.44 GB), on 2 cores of an Intel Xeon with AMX (2026-12-04), medians
+// of 20 interleaved: 113.3 ms against 126.3 without (30.4 against 27.3 GB/s); 4 KB ahead 117.8-119.9, 8 KB 117.6,
+// 32 KB 115.0, 64 KB 115.9; 16 KB into L1 rather than L2 114.5. A prefetch past the end of w is only a hint: it never
+// faults (the address is computed as an integer, not as a pointer past the tensor).
+constexpr uintptr_t kAhead = 16384;  // bytes
+
 template <int R>
 static void dots(const uint16_t* w, const uint16_t* x, int64_t I, float* y) {
   __m512 sums[R];
   for (int r = 0; r < R; ++r) sums[r] = _mm512_setzero_ps();
   for (int64_t i = 0; i < I; i += kLanes) {
     const __m512bh xs = (__m512bh)_mm512_loadu_si512(x + i);
+    for (int r = 0; r < R; ++r)
+      _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w + r * I + i) + kAhead), _MM_HINT_T1);
     for (int r = 0; r < R; ++r) sums[r] = _mm512_dpbf16_ps(sums[r], (__m512bh)_mm512_loadu_si512(w + r * I + i), xs);
   }
   for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(sums[r]);

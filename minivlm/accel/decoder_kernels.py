@@ -8,7 +8,8 @@ measured on a 2-core AVX512-BF16 CPU, bfloat16 `F.linear` on one row reads 19 GB
 product reads 32-49 GB/s (a plain `sum` over the same memory: 33-55 GB/s, the machine is shared and noisy), and
 SDPA over the 28 layers' caches takes 20 ms per token against 9 ms here. The kernels are textbook loops,
 vectorised: each thread reads its share of the memory once, front to back (on Intel CPUs four weight rows side
-by side: 21 against 15 GB/s on a 2-core Xeon with AMX; `rows_side_by_side`).
+by side: 21 against 15 GB/s on a 2-core Xeon with AMX; `rows_side_by_side`), each row asking for its data 16 KB
+ahead of where it reads (one token's 3.44 GB on that Xeon: 30.4 against 27.3 GB/s).
 
 Two more do the decoder's RMSNorms in one pass over each row, with the plain ops' roundings in their order:
 `norm_rope`, the q/k norm and RoPE of each head (PyTorch runs them as about ten passes over float32 copies of q
