@@ -102,7 +102,9 @@ class Conversation:
         vision_s = device_time(vlm.device) - t0
         batch, crops = suffix_batch(sample, reuse, vlm.device)
         if self._cache is None:
-            self._cache = KVCache.empty(vlm.cfg.text, 1, len(ids), vlm.dtype, vlm.device)
+            # Empty: generate_ids reserves the prompt and the answer's first room in one allocation (a cache the
+            # size of the prompt would be copied into a larger one before its first token).
+            self._cache = KVCache.empty(vlm.cfg.text, 1, 0, vlm.dtype, vlm.device)
         self._cached_ids = ids[:reuse]  # all the cache is sure to hold if the prefill is interrupted
         answer: list[int] = []
         stream = TextStream(lambda t: vlm.tokenizer.decode(t, skip_special_tokens=True))

@@ -5,7 +5,9 @@ import pytest
 from conftest import FIXTURE_DIR, assert_close
 
 import minivlm
+from minivlm.core.decoder import KVCache
 from minivlm.tiny import DEMO_DIR
+from minivlm.vlm import INITIAL_ANSWER_ROOM
 
 IMAGES = FIXTURE_DIR / "images"
 
@@ -95,3 +97,21 @@ def test_bad_use_is_refused(vlm):
     alone = vlm.chat([{"role": "user", "content": "Describe this."}], [IMAGES / "rgba_500x300.png"], max_new_tokens=2,
                      return_logits=True)
     assert other.token_ids == alone.token_ids and other.prompt_tokens == alone.prompt_tokens
+
+
+def test_first_turn_allocates_its_cache_once(vlm, monkeypatch):
+    """The first turn's KV cache is allocated once, for the prompt and the answer's first room: not at the size of
+    the prompt and then copied into a larger one."""
+    grown, real_reserve = [], KVCache.reserve
+
+    def reserve(cache, length):
+        before = cache.capacity
+        real_reserve(cache, length)
+        if cache.capacity != before:
+            grown.append((before, cache.capacity))
+
+    monkeypatch.setattr(KVCache, "reserve", reserve)
+    conv = vlm.conversation(max_new_tokens=3)
+    first = conv.ask("Describe this.", images=[IMAGES / "rgb_378x378.png"])
+    room = first.prompt_tokens + min(3, INITIAL_ANSWER_ROOM)
+    assert grown == [(0, room)] and conv._cache.capacity == room

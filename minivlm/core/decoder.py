@@ -80,7 +80,7 @@ def add_image_features(x: Tensor, features: Tensor, image_input_idx: Tensor, cro
 class KVCache:
     """Keys and values of every layer, position by position, plus which of those positions are real tokens.
 
-    The caller says where each chunk goes (`start`); the cache only stores. It grows on demand (doubling), so a
+    The caller says where each chunk goes (`start`); the cache only stores. It grows on demand (by half), so a
     generation allowed many tokens does not allocate them all before the first one.
     """
 
@@ -100,10 +100,15 @@ class KVCache:
         return self.valid.shape[1]
 
     def reserve(self, length: int) -> None:
-        """Make room for positions 0..length-1, at least doubling the capacity when it must grow."""
+        """Make room for positions 0..length-1, growing the capacity by at least half when it must grow.
+
+        Why half, not double: while the keys and values are copied, the old and the new cache are both held, so
+        doubling would hold three times the old cache at that moment (the bench's 1,774-token image prompt and its
+        64-token answer: 0.21 GB old, 0.42 GB new; by half: 0.32 GB new). Growing by half still copies a position
+        twice on average over a long conversation (a geometric series: 1 / (1.5 - 1)), doubling once."""
         if length <= self.capacity:
             return
-        extra = max(length, 2 * self.capacity) - self.capacity
+        extra = max(length, self.capacity + self.capacity // 2) - self.capacity
         grow = lambda t: torch.cat([t, t.new_zeros(*t.shape[:2], extra, t.shape[3])], dim=2)  # along positions
         self.keys, self.values = [grow(k) for k in self.keys], [grow(v) for v in self.values]
         self.valid = torch.cat([self.valid, self.valid.new_zeros(self.valid.shape[0], extra)], dim=1)
