@@ -142,8 +142,10 @@ def normed_rope(x: Tensor, weight: Tensor, eps: float, cos: Tensor, sin: Tensor)
 
 
 def decoder_block(x: Tensor, w: dict[str, Tensor], j: int, cfg: TextConfig, cos: Tensor, sin: Tensor,
-                  cache: KVCache, start: int, mask: Tensor | None) -> Tensor:
-    """One Qwen3 block on x [B, L, width] at positions start..start+L-1 of the cache, which gets its keys/values."""
+                  cache: KVCache, start: int, mask: Tensor | None, last_only: bool = False) -> Tensor:
+    """One Qwen3 block on x [B, L, width] at positions start..start+L-1 of the cache, which gets its keys/values.
+
+    `last_only`: return only the last position's output [B, 1, width] (the cache still gets every position)."""
     p = f"{PREFIX}layers.{j}."
     batch, q_len, width = x.shape
     q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
@@ -161,6 +163,9 @@ def decoder_block(x: Tensor, w: dict[str, Tensor], j: int, cfg: TextConfig, cos:
     cache.keys[j][:, :, start:end] = k
     cache.values[j][:, :, start:end] = v
     keys, values = cache.keys[j][:, :, :end], cache.values[j][:, :, :end]  # [B, 8, end, 128]: past and new
+    if last_only:  # the last position's query still reads every key; the other queries' outputs are never read
+        q, x, q_len = q[:, :, -1:], x[:, -1:], 1  # [B, 16, 1, 128], [B, 1, width]
+        mask = None if mask is None else mask[:, :, -1:]  # [B, 1, 1, end]
     h = attention(q, keys, values, mask, causal=mask is None and q_len > 1)
     h = h.transpose(1, 2).reshape(batch, q_len, q_size)  # [B, L, 16·128]
     x = x + linear(h, w[p + "attn.out.weight"])
@@ -170,12 +175,17 @@ def decoder_block(x: Tensor, w: dict[str, Tensor], j: int, cfg: TextConfig, cos:
 
 
 def run_decoder(x: Tensor, positions: Tensor, valid: Tensor, w: dict[str, Tensor], cfg: TextConfig,
-                cache: KVCache, start: int) -> Tensor:
+                cache: KVCache, start: int, last_only: bool = False) -> Tensor:
     """The blocks on new embeddings x [B, L, width] written at cache positions start..start+L-1 -> [B, L, width].
 
     positions [B, L]: the RoPE positions (they differ from the cache positions in left-padded rows);
     valid [B, L] bool: False for padding. Used for a prefill (a whole prompt, or a follow-up question after
     an earlier turn) and for each generated token (L = 1): the cache holds everything before `start`.
+
+    `last_only`: the last position's hidden state alone [B, 1, width], all a next token needs. Every block still
+    writes every position's keys and values (later tokens read them), but the last block's attention for the
+    other queries, its out product and its MLP, whose results nothing reads, are skipped: about 1/28 of a long
+    prompt's prefill. The official code computes those rows and keeps the last one.
     """
     end = start + x.shape[1]
     cache.reserve(end)
@@ -183,7 +193,7 @@ def run_decoder(x: Tensor, positions: Tensor, valid: Tensor, w: dict[str, Tensor
     cos, sin = rope_angles(positions, cfg.head_dim, cfg.rope_theta)
     mask = attention_mask(cache.valid[:, :end], x.shape[1])
     for j in range(cfg.n_layers):
-        x = decoder_block(x, w, j, cfg, cos, sin, cache, start, mask)
+        x = decoder_block(x, w, j, cfg, cos, sin, cache, start, mask, last_only and j == cfg.n_layers - 1)
     return rms_norm(x, w[PREFIX + "ln_f.weight"], cfg.norm_eps)
 
 

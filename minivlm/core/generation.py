@@ -32,11 +32,12 @@ def encode_images(w: dict[str, Tensor], cfg: ModelConfig, images: Tensor, image_
 
 
 def prefill(w: dict[str, Tensor], cfg: ModelConfig, batch: Batch, cache: KVCache, start: int = 0,
-            features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+            features: Tensor | None = None, last_only: bool = False) -> tuple[Tensor, Tensor]:
     """A batch of prompts (or of follow-up turns, written after `start` cached positions) through vision and
     decoder: the final hidden states [B, L, width] (`lm_head` gives logits) and their positions [B, L].
 
     `features`: the crops already encoded (`encode_images`' output), if the caller has them.
+    `last_only`: the last position's hidden states alone, [B, 1, width] (see `run_decoder`).
     Plain tensor code all the way: autograd flows through it (the trainer uses it).
     """
     x = embed_tokens(batch["input_ids"], w)  # [B, L, width]
@@ -48,7 +49,7 @@ def prefill(w: dict[str, Tensor], cfg: ModelConfig, batch: Batch, cache: KVCache
     # Each row counts its positions from its own first real token: left padding takes none.
     earlier = cache.valid[:, :start].sum(-1, keepdim=True)  # [B, 1]: real tokens already in the cache
     positions = earlier + (valid.long().cumsum(-1) - 1).clamp(min=0)  # [B, L]
-    return run_decoder(x, positions, valid, w, cfg.text, cache, start), positions
+    return run_decoder(x, positions, valid, w, cfg.text, cache, start, last_only), positions
 
 
 def generate_tokens(w: dict[str, Tensor], cfg: ModelConfig, batch: Batch, cache: KVCache,
@@ -62,7 +63,7 @@ def generate_tokens(w: dict[str, Tensor], cfg: ModelConfig, batch: Batch, cache:
     starts its next prefill with it. `features`: the batch's crops already encoded (see `prefill`);
     `earlier_ids` [B, start]: the ids already in the cache, which the repetition penalty counts too.
     """
-    hidden, positions = prefill(w, cfg, batch, cache, start, features)
+    hidden, positions = prefill(w, cfg, batch, cache, start, features, last_only=True)  # [B, 1, width]
     # The repetition penalty looks at the prompt too; left-padding slots repeat a real token so they change nothing.
     seen = torch.where(batch["attention_mask"], batch["input_ids"], batch["input_ids"][:, -1:])  # [B, L]
     if earlier_ids is not None:

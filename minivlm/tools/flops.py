@@ -7,9 +7,11 @@ rate: `ttft_roofline_s = ttft_flop / matmul rate`.
 
 What is counted, as 2 FLOP per multiply-add:
 - matrix products: every `linear` (patch embedding, ViT blocks, the connector's pooling and projector, the decoder
-  blocks, and the LM head for the LAST position only, the one logit row the prefill needs);
+  blocks, and the LM head for the LAST position only, the one logit row the prefill needs; the last decoder block's
+  out product and MLP likewise on that row alone);
 - attention: the two products Q Kᵀ and P V (full over a crop's 729 patches in the ViT, 4 keys per window in the
-  connector, causal in the prefill: query i sees keys 0..i, so L(L+1)/2 pairs, the half a causal kernel computes).
+  connector, causal in the prefill: query i sees keys 0..i, so L(L+1)/2 pairs, the half a causal kernel computes;
+  the last block's last query alone).
 The products are listed shape by shape (`Product`, `prompt_products`): the bench also times them alone, at
 these shapes, to tell what the machine's matrix library does on this prompt before any other work.
 What is not: softmax, norms, GELU/SiLU, RoPE, residual adds: a few operations per value, bound by memory and far
@@ -17,8 +19,9 @@ below 1 % of the count (they are what a fast implementation must hide, not what 
 
 Only the ViT blocks that run are counted: up to the deepest block the connector reads (25 of 27 in the release).
 For the release (minivlm/configs/jina-vlm) and the 1176x910 benchmark image (13 crops, 1,774 prompt tokens):
-ViT 7.23 T matrix + 0.80 T attention, connector 0.26 T, prefill 5.00 T + 0.36 T: 13.65 T in all
-(tests/tools/test_flops.py).
+ViT 7.23 T matrix + 0.80 T attention, connector 0.26 T, prefill 4.85 T + 0.35 T: 13.49 T in all
+(tests/tools/test_flops.py; the last decoder block over every position, as the official code runs it, would
+make the prefill 5.00 T + 0.36 T).
 """
 
 from __future__ import annotations
@@ -106,20 +109,28 @@ def connector_flops(cfg: VisionConfig, crops: int) -> Flops:
 
 
 def prefill_products(cfg: TextConfig, tokens: int) -> list[Product]:
-    """The decoder's blocks over a prompt of `tokens` tokens and the LM head on its last position."""
+    """The decoder's blocks over a prompt of `tokens` tokens and the LM head on its last position. The last block
+    computes every position's keys and values but its out product and MLP for the last position only, the one
+    whose output is read (decoder.run_decoder's `last_only`)."""
     q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    every_row = cfg.n_layers - 1  # the blocks whose every output row the next block reads
     return [Product(tokens, cfg.hidden_size, q_size + 2 * kv_size, cfg.n_layers),  # fused qkv
-            Product(tokens, q_size, cfg.hidden_size, cfg.n_layers),  # attention out
-            Product(tokens, cfg.hidden_size, 2 * cfg.mlp_size, cfg.n_layers),  # SwiGLU up: [value; gate]
-            Product(tokens, cfg.mlp_size, cfg.hidden_size, cfg.n_layers),  # SwiGLU down
+            Product(tokens, q_size, cfg.hidden_size, every_row),  # attention out
+            Product(tokens, cfg.hidden_size, 2 * cfg.mlp_size, every_row),  # SwiGLU up: [value; gate]
+            Product(tokens, cfg.mlp_size, cfg.hidden_size, every_row),  # SwiGLU down
+            Product(1, q_size, cfg.hidden_size),  # the last block's out, up and down on its last row
+            Product(1, cfg.hidden_size, 2 * cfg.mlp_size),
+            Product(1, cfg.mlp_size, cfg.hidden_size),
             Product(1, cfg.hidden_size, cfg.embedding_size)]  # LM head
 
 
 def prefill_flops(cfg: TextConfig, tokens: int) -> Flops:
-    """`prefill_products`, and causal attention: query i sees keys 0..i."""
+    """`prefill_products`, and causal attention: query i sees keys 0..i; in the last block only the last query
+    runs, over every key."""
     causal_pairs = tokens * (tokens + 1) // 2
     # Grouped-query heads share keys, not arithmetic: every query head does its own products.
-    attention = cfg.n_layers * attention_flop(causal_pairs, cfg.n_heads, cfg.head_dim)
+    attention = ((cfg.n_layers - 1) * attention_flop(causal_pairs, cfg.n_heads, cfg.head_dim)
+                 + attention_flop(tokens, cfg.n_heads, cfg.head_dim))
     return Flops(sum(p.flop for p in prefill_products(cfg, tokens)), attention)
 
 
