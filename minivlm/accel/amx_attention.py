@@ -2,10 +2,10 @@
 causal prefill, as one C++ kernel (`amx_attention.cpp`).
 
 Why: on CPU in bfloat16 PyTorch's SDPA runs these at a fraction of the rate oneDNN's matrix products reach on the
-same machine. Measured on 2 cores of an Intel Xeon with AMX (2026-12-03), medians of 15 interleaved runs: one
-ViT block's attention [13 crops, 16 heads, 729, 72] 133 ms against SDPA's 235; one decoder layer's causal prefill
-of 1,774 tokens (16 query heads over 8 kv heads of 128) 37 ms against 54 for SDPA (after `repeat_interleave` of
-the kv heads, as `core.layers.attention` feeds it). The kernel is the textbook two-pass softmax for sequences this
+same machine. Measured on 2 cores of an Intel Xeon with AMX (2026-12-04), medians of 15 interleaved runs: one
+ViT block's attention [13 crops, 16 heads, 729, 72] 40.0 ms against SDPA's 81.9; one decoder layer's causal
+prefill of 1,774 tokens (16 query heads over 8 kv heads of 128) 9.6 ms against 21.1 for SDPA (after
+`repeat_interleave` of the kv heads, as `core.layers.attention` feeds it). The kernel is the textbook two-pass softmax for sequences this
 short: for 32 queries at a time, all their scores on the AMX tiles, the softmax in float32, then P V on the tiles,
 a head's keys and values held in the core's cache (and kept for the next query head that shares them); causal
 rows stop at their own position. It writes the heads side by side ([B, L, heads, D]), so merging them before the
