@@ -145,7 +145,11 @@ static void score_rows(Head& h, int64_t q0, int64_t keys) {
 // Step 2: one row's softmax numerators over its first n scores as bf16 (0 for the rest of the `keys` that step 3
 // reads) and 1 / their float32 sum. Counted in instructions, as it is the kernel's one part off the tiles: the max
 // in four running maxima (one would be a chain of dependent instructions), the numerators two vectors at a time
-// (one instruction rounds both to bf16), summed one after the other, in the order of the keys.
+// (one instruction rounds both to bf16), summed one after the other, in the order of the keys. As the numerators
+// are rounded to bf16, simd.h's exp2_for_bf16 computes them (1 / their sum inherits its relative error of at most
+// 7.5e-5): one ViT block's attention over 13 crops 30.7 -> 29.4 ms against exp2_float (medians of 31), a prefill
+// layer's 8.6 -> 8.3 ms (medians of 21; interleaved, 2 cores of an Intel Xeon with AMX, 2026-12-04), the largest
+// error against float32 attention unchanged (16 % of the outputs one bfloat16 step apart).
 static float softmax_row(const float* s, uint16_t* p, int64_t n, int64_t keys, float scale) {
   __m512 top[4];
   for (__m512& t : top) t = _mm512_set1_ps(-INFINITY);
@@ -158,13 +162,13 @@ static float softmax_row(const float* s, uint16_t* p, int64_t n, int64_t keys, f
   __m512 total = _mm512_setzero_ps();
   int64_t j = 0;
   for (; j + 32 <= n; j += 32) {
-    const __m512 e0 = exp2_float(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), cv, c_max));
-    const __m512 e1 = exp2_float(_mm512_fmsub_ps(_mm512_loadu_ps(s + j + 16), cv, c_max));
+    const __m512 e0 = exp2_for_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), cv, c_max));
+    const __m512 e1 = exp2_for_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j + 16), cv, c_max));
     total = _mm512_add_ps(_mm512_add_ps(total, e0), e1);
     _mm512_storeu_si512(p + j, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
   }
   for (; j < keys; j += 16) {  // the rest: the last scores, then the numerators of keys past n are 0
-    const __m512 e = _mm512_maskz_mov_ps(first(n - j), exp2_float(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), cv,
+    const __m512 e = _mm512_maskz_mov_ps(first(n - j), exp2_for_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), cv,
                                                                                         c_max)));
     total = _mm512_add_ps(total, e);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j), (__m256i)_mm512_cvtneps_pbh(e));
