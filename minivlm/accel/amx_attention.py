@@ -5,16 +5,16 @@ Why: on CPU in bfloat16 PyTorch's SDPA runs these at a fraction of the rate oneD
 same machine. Measured on 2 cores of an Intel Xeon with AMX (2026-12-04), medians of 15 interleaved runs: one
 ViT block's attention [13 crops, 16 heads, 729, 72] 40.0 ms against SDPA's 81.9; one decoder layer's causal
 prefill of 1,774 tokens (16 query heads over 8 kv heads of 128) 9.6 ms against 21.1 for SDPA (after
-`repeat_interleave` of the kv heads, as `core.layers.attention` feeds it). The kernel is the textbook two-pass softmax for sequences this
-short: for 32 queries at a time, all their scores on the AMX tiles, the softmax in float32, then P V on the tiles,
-a head's keys and values held in the core's cache (and kept for the next query head that shares them); causal
-rows stop at their own position. It writes the heads side by side ([B, L, heads, D]), so merging them before the
-out projection copies nothing.
+`repeat_interleave` of the kv heads, as `core.layers.attention` feeds it). The kernel is the textbook two-pass
+softmax for sequences this short: for 32 queries at a time, all their scores on the AMX tiles, the softmax in
+float32, then P V on the tiles, a head's keys and values held in the core's cache (and kept for the next query
+head that shares them); causal rows stop at their own position. It writes the heads side by side ([B, L, heads,
+D]), so merging them before the out projection copies nothing.
 
 Arithmetic: bfloat16 products summed in float32 (as SDPA's), the softmax in float32 with numerators rounded to
-bfloat16 for P V (as SDPA's flash kernel does), a final rounding to bfloat16: a max error against float32
-attention like SDPA's own (tests/accel/test_amx_attention.py, with the same greedy tokens on the fixtures and the
-demo model).
+bfloat16 for P V (as SDPA's flash kernel does; their exponential is therefore computed to 7.5e-5, not to float32's
+last bit), a final rounding to bfloat16: a max error against float32 attention like SDPA's own
+(tests/accel/test_amx_attention.py, with the same greedy tokens on the fixtures and the demo model).
 
 `install()` plugs it into `core.layers.hooks.attention` (`minivlm.load` does, beside the fused ViT blocks, on a
 CPU with AMX for a bfloat16 model): it then runs every unmasked attention of several queries, full or causal,
