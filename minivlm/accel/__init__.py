@@ -6,6 +6,8 @@
 - `amx_attention`: on CPUs with AMX in bfloat16, the ViT's attention over each crop and the decoder's causal
   prefill on the AMX tiles (C++).
 - `compiled_vit`: the ViT's blocks through torch.compile (opt-in: `load(..., compile=True)`, `--compile`).
+- `cpp_build.keep_freed_memory`: on CPU in bfloat16, glibc's malloc keeps freed memory for the next block instead
+  of handing it back to the kernel (process-wide).
 
 The model in `minivlm.core` never imports this package; the loader (`minivlm.load`) calls `install_for`.
 """
@@ -31,9 +33,11 @@ def install_for(device: torch.device, dtype: torch.dtype, compile: bool = False)
         fused_vit.install()
         amx_attention.install()
     if cpu_bfloat16:
-        from . import decoder_kernels
+        from . import cpp_build, decoder_kernels
 
         decoder_kernels.install()
+        if cpp_build.ENABLED:
+            cpp_build.keep_freed_memory()  # process-wide, for good: see its docstring
 
 
 def vit_blocks() -> str:

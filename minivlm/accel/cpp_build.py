@@ -10,9 +10,11 @@ kernel has a PyTorch fallback that is just as right, only slower.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import sys
 import time
@@ -53,6 +55,28 @@ def row_passes(rows: int, row_bytes: int) -> int:
     Xeon with AMX (2026-12-04), medians of 9: the prefill's MLP product into a fresh [1774, 12288] bfloat16 output
     (44 MB) 56.7 ms, into a reused one 43.8 ms; the ViT's [9477, 4304] (82 MB) 64.4 against 36.2 ms."""
     return max(1, -(-rows * row_bytes // LARGEST_REUSED_BLOCK))  # ceil
+
+
+KEPT_FREE_BYTES = 256 << 20  # freed memory glibc keeps for later blocks (`keep_freed_memory`)
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep up to KEPT_FREE_BYTES of freed memory for the next blocks, and serve blocks up to
+    LARGEST_REUSED_BLOCK from it from the first one on; returns whether it could (glibc only).
+
+    By default glibc hands the free top of its heap back to the kernel once it passes twice its mmap threshold
+    (64 MiB at most). A ViT block or a decoder layer frees about that much at its end, so the next one gets fresh
+    pages, which the kernel maps and zeroes one page fault at a time: 140-330 thousand faults per first token of
+    the bench's 1176x910 image (2 cores of an Intel Xeon with AMX, 2026-12-04). Process-wide and for the rest of
+    the process: `mallopt` sets the allocator of everything in it, and glibc's adaptive threshold cannot be
+    switched back on. The cost: up to KEPT_FREE_BYTES stay resident while unused."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, LARGEST_REUSED_BLOCK)
+                and libc.mallopt(m_trim_threshold, KEPT_FREE_BYTES))
 
 
 def build_inputs(source_path: Path) -> dict[str, bytes]:

@@ -9,14 +9,17 @@ core's cache: its "post-ops". PyTorch exposes them as `torch.ops.mkldnn._linear_
 freezing pass emits for `nn.Linear` on CPU). Measured on that machine, medians of 9 interleaved runs of one block:
 768 ms plain, 602 ms fused (0.78x).
 
-A block over many crops runs in passes of a few crops (`cpp_build.row_passes`: each pass's widest intermediate,
-the MLP's [patches, 4304], under 32 MiB; 13 crops in bfloat16 run as 5 + 4 + 4): oneDNN's products into outputs
-above that size pay for fresh memory pages every time. Measured on 2 cores of an Intel Xeon with AMX (2026-12-04),
-medians of 7 interleaved runs: qkv 74 ms at 9,477 rows against 32 ms in passes of 2,916, up 103 against 43;
-one whole block over 13 crops, medians of 11: 269 ms in one pass, 211-222 ms in passes of 3-5 crops; the whole
-vision of the bench's 1176x910 image, medians of 5 interleaved: 6.69 s in one pass, 5.49 s in passes. Attention
-is per crop, so the passes compute the same thing (oneDNN may round a product differently at another number of
-rows: the tests hold float32 to 1e-5 and bfloat16 to the same greedy tokens, in one pass and in several).
+The vision runs in groups of a few crops (`encode_in_groups`, installed as `hooks.encode_images`), each group
+through every block and the connector before the next: each group's widest intermediate, the MLP's [patches,
+4304], under 32 MiB (`crop_groups`; 13 crops in bfloat16 run as 5 + 4 + 4). oneDNN's products into outputs above
+that size pay for fresh memory pages every time (`cpp_build.row_passes`). Measured on 2 cores of an Intel Xeon
+with AMX (2026-12-04), medians of 7 interleaved runs: qkv 74 ms at 9,477 rows against 32 ms in passes of 2,916,
+up 103 against 43; the whole vision of the bench's 1176x910 image, medians of 5 interleaved: 6.69 s in one pass,
+5.49 s with each block split into passes of crops, 5.34 s against 5.77 with the groups running every block in
+turn instead (no block's parts to concatenate, and each block's intermediates reuse the memory the previous
+block freed: 14-89 thousand page faults per vision instead of 244-363 thousand). Crops never meet in the vision,
+so the groups compute the same thing (oneDNN may round a product differently at another number of rows: the
+tests hold float32 to 1e-5 and bfloat16 to the same greedy tokens, in one group and in several).
 
 The block is `core.vit.vit_block` with its four products swapped for fused ones (the qkv product with its bias
 inside, which PyTorch's `F.linear` copies into the output first); the heads' attention is the same
@@ -36,26 +39,18 @@ import torch
 from torch import Tensor
 
 from ..core import layers
-from ..core.config import VisionConfig
+from ..core.config import ModelConfig, VisionConfig
+from ..core.generation import encode_images
 from ..core.layers import layer_norm
 from ..core.vit import PREFIX, attend_heads, qkv_bias
 from . import cpp_build
-from .cpp_build import onednn_computes_bfloat16, row_passes, runs_here
+from .cpp_build import onednn_computes_bfloat16, runs_here
 
 onednn = torch.ops.mkldnn
 
 
 def fused_vit_block(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Tensor:
     """`vit_block(x, w, i, cfg)` with fused products. x: [crops, 729, width] on CPU, float32 or bfloat16."""
-    widest = max(3 * cfg.hidden_size, cfg.mlp_size) * x.element_size()  # bytes per patch: qkv's or the MLP's
-    passes = min(x.shape[0], row_passes(x.shape[0] * x.shape[1], widest))  # whole crops, split evenly
-    if passes > 1:
-        return torch.cat([_fused_pass(crops, w, i, cfg) for crops in x.tensor_split(passes)])
-    return _fused_pass(x, w, i, cfg)
-
-
-def _fused_pass(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> Tensor:
-    """The fused block on a few crops x: [crops, 729, width]."""
     p = f"{PREFIX}layers.{i}."
     h = layer_norm(x, w[p + "attn_lnorm.weight"], w[p + "attn_lnorm.bias"], cfg.norm_eps)
     qkv = onednn._linear_pointwise(h, w[p + "attn.qkv_w.weight"], qkv_bias(w, i), "none", [], "")  # [.., 3·width]
@@ -65,6 +60,26 @@ def _fused_pass(x: Tensor, w: dict[str, Tensor], i: int, cfg: VisionConfig) -> T
     h = layer_norm(x, w[p + "ffn_lnorm.weight"], w[p + "ffn_lnorm.bias"], cfg.norm_eps)
     h = onednn._linear_pointwise(h, w[p + "ffn.up.weight"], w[p + "ffn.up.bias"], "gelu", [], "tanh")  # [.., 4304]
     return onednn._linear_pointwise.binary(h, x, w[p + "ffn.down.weight"], w[p + "ffn.down.bias"], "add")
+
+
+def crop_groups(crops: int, cfg: VisionConfig, dtype: torch.dtype) -> int:
+    """In how many groups of whole crops the vision runs: each group's widest intermediate, the ViT's qkv or MLP
+    rows ([patches, 4304] in the release), at most cpp_build.LARGEST_REUSED_BLOCK (a crop alone may exceed it)."""
+    crop_bytes = cfg.grid**2 * max(3 * cfg.hidden_size, cfg.mlp_size) * dtype.itemsize
+    fit = max(1, cpp_build.LARGEST_REUSED_BLOCK // crop_bytes)  # crops per group
+    return -(-crops // fit)  # ceil: tensor_split then gives each group at most `fit` crops
+
+
+def encode_in_groups(w: dict[str, Tensor], cfg: ModelConfig, images: Tensor, image_masks: Tensor) -> Tensor | None:
+    """`generation.encode_images` over a few crops at a time (`crop_groups`), or None where one group holds them
+    all. Each group is itself an `encode_images` call: its hook finds one group enough and lets the plain vision
+    run, with the fused blocks inside."""
+    weight = w[f"{PREFIX}layers.0.ffn.up.weight"]
+    groups = crop_groups(len(images), cfg.vision, weight.dtype) if runs_here(weight) else 1
+    if groups <= 1:
+        return None
+    return torch.cat([encode_images(w, cfg, crops, masks)  # [crops in the group, 196, text width]
+                      for crops, masks in zip(images.tensor_split(groups), image_masks.tensor_split(groups))])
 
 
 def applies(x: Tensor, w: dict[str, Tensor], i: int) -> bool:
@@ -82,6 +97,7 @@ def install() -> bool:
     if not cpp_build.ENABLED or not torch.backends.mkldnn.is_available():
         return False
     layers.hooks.vit_block = _vit_block_hook
+    layers.hooks.encode_images = encode_in_groups
     return True
 
 
@@ -89,3 +105,5 @@ def uninstall() -> None:
     """Back to the plain `vit_block`."""
     if layers.hooks.vit_block is _vit_block_hook:
         layers.hooks.vit_block = None
+    if layers.hooks.encode_images is encode_in_groups:
+        layers.hooks.encode_images = None

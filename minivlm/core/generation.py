@@ -19,6 +19,7 @@ from torch import Tensor
 from .batch import Batch
 from .config import ModelConfig
 from .decoder import KVCache, add_image_features, embed_tokens, lm_head, run_decoder
+from .layers import hooks
 from .pooler import connector
 from .sampler import SamplingSettings, next_token
 from .vit import vit_features
@@ -26,7 +27,14 @@ from .vit import vit_features
 
 def encode_images(w: dict[str, Tensor], cfg: ModelConfig, images: Tensor, image_masks: Tensor,
                   run_block: Callable[[Tensor, int], Tensor] | None = None) -> Tensor:
-    """Crops [crops, 729, 588] -> ViT -> connector: [crops, 196, text width] (`run_block`: see `vit_features`)."""
+    """Crops [crops, 729, 588] -> ViT -> connector: [crops, 196, text width] (`run_block`: see `vit_features`).
+
+    Crops never meet on the way: a crop's patches attend only to each other, the pooler's windows lie inside one
+    crop. So an installed `hooks.encode_images` (minivlm.accel, on CPU) may run them a few at a time, with the
+    same result, when no `run_block` is given."""
+    if run_block is None and hooks.encode_images is not None and (
+            fast := hooks.encode_images(w, cfg, images, image_masks)) is not None:
+        return fast
     features = vit_features(images, w, cfg.vision, run_block)  # [crops, 729, 2·1152]
     return connector(features, image_masks, w, cfg.vision)
 

@@ -23,9 +23,10 @@ from torch import Tensor
 # linear(x, weight, bias), decode_attention(q [B, Hkv, G, D], k, v, scale), attention(q, k, v, scale, causal) (no
 # mask, several queries: the ViT's, a whole prompt's prefill), rms_norm(x, weight, eps), silu_gate(value_gate),
 # norm_rope(x, weight, eps, cos, sin) (the decoder's q/k norm then RoPE) and vit_block(x, w, i, cfg) (a whole ViT
-# block, `vit.vit_block`'s arguments), swiglu(x, up, down) (the whole gated MLP): a result, or None = "not mine".
+# block, `vit.vit_block`'s arguments), swiglu(x, up, down) (the whole gated MLP) and encode_images(w, cfg, images,
+# image_masks) (the whole vision half, `generation.encode_images`' arguments): a result, or None = "not mine".
 hooks = SimpleNamespace(linear=None, decode_attention=None, attention=None, rms_norm=None, silu_gate=None,
-                        norm_rope=None, vit_block=None, swiglu=None)
+                        norm_rope=None, vit_block=None, swiglu=None, encode_images=None)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

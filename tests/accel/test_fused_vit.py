@@ -9,6 +9,7 @@ import minivlm
 from minivlm.accel import compiled_vit, cpp_build, fused_vit
 from minivlm.core import layers
 from minivlm.core.config import VisionConfig
+from minivlm.core.generation import encode_images
 from minivlm.core.vit import PREFIX, vit_block, vit_features, weight_shapes
 from minivlm.formats.config_json import load_config
 from minivlm.tiny import DEMO_DIR
@@ -52,15 +53,9 @@ def test_float32_features_equal_the_official_golden_ones(vlm, case):
     assert_close(fused, golden()[case["name"] + ".vit_features"], "fused vit_features")
 
 
-@pytest.mark.parametrize("largest_block", [cpp_build.LARGEST_REUSED_BLOCK, 1], ids=["32MiB", "a_pass_per_crop"])
-def test_float32_full_size_block_equals_the_plain_one(largest_block, monkeypatch):
+def test_float32_full_size_block_equals_the_plain_one():
     """One block at the release's sizes (width 1152, 16 heads of 72, MLP 4304; minivlm/configs/jina-vlm), random
-    weights at the scale of a trained ViT's, three crops in two passes and in three: fused and plain agree to
-    float32 rounding (1e-5)."""
-    monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", largest_block)
-    passes = []
-    monkeypatch.setattr(fused_vit, "_fused_pass", lambda x, *args, run=fused_vit._fused_pass: passes.append(
-        x.shape[0]) or run(x, *args))
+    weights at the scale of a trained ViT's, three crops: fused and plain agree to float32 rounding (1e-5)."""
     cfg: VisionConfig = load_config(REAL_CONFIG).vision
     g = torch.Generator().manual_seed(0)
     w = {}
@@ -72,20 +67,47 @@ def test_float32_full_size_block_equals_the_plain_one(largest_block, monkeypatch
     with torch.inference_mode():
         torch.testing.assert_close(fused_vit.fused_vit_block(x, w, 3, cfg), vit_block(x, w, 3, cfg),
                                    rtol=1e-5, atol=1e-5)
-    # float32 MLP rows of 3 crops: 3 x 729 x 4304 x 4 bytes = 37.7 MB, over 32 MiB: two passes
-    assert passes == ([2, 1] if largest_block > 1 else [1, 1, 1])
+
+
+def test_crop_groups_keep_the_widest_intermediate_under_32MiB():
+    """The release's ViT MLP rows: 729 x 4304 x 2 bytes = 6.3 MB a crop in bfloat16, so 5 crops (31.4 MB) fit in
+    32 MiB and 6 do not; float32 rows are twice as wide. Never more groups than crops, one group for one crop."""
+    cfg: VisionConfig = load_config(REAL_CONFIG).vision
+    assert [fused_vit.crop_groups(n, cfg, torch.bfloat16) for n in (1, 5, 6, 13, 20)] == [1, 1, 2, 3, 4]
+    assert [fused_vit.crop_groups(n, cfg, torch.float32) for n in (1, 2, 3, 13)] == [1, 1, 2, 7]
+
+
+@pytest.mark.parametrize("case", [c for c in IMAGE_CASES if c["name"] + ".connector_out" in golden()
+                                  and c["token_counts"]["n_crops"] > 2], ids=case_id)
+def test_float32_vision_in_groups_equals_the_official_connector_output(vlm, case, monkeypatch):
+    """The vision a crop at a time through the installed hook (float32 let in, 1 byte per group): one
+    `encode_images` call per crop, the fused blocks inside, and the official connector output to 1e-5."""
+    monkeypatch.setattr(fused_vit, "runs_here", lambda *tensors: True)  # float32 here: the groups alone are tested
+    monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", 1)
+    monkeypatch.setattr(layers.hooks, "encode_images", fused_vit.encode_in_groups)
+    monkeypatch.setattr(layers.hooks, "vit_block", fused_vit._vit_block_hook)
+    groups, encode = [], fused_vit.encode_images
+    monkeypatch.setattr(fused_vit, "encode_images", lambda w, cfg, crops, masks: groups.append(len(crops)) or encode(
+        w, cfg, crops, masks))
+    sample = vlm.preprocess(case["prompt"], case_images(case))
+    out = encode_images(vlm.weights, vlm.cfg, sample["images"], sample["image_masks"])
+    assert groups == [1] * case["token_counts"]["n_crops"]
+    assert_close(out, golden()[case["name"] + ".connector_out"], "connector_out, a crop at a time")
 
 
 @needs_bfloat16
 @pytest.mark.parametrize("case", [c for c in IMAGE_CASES if c["name"] == "rgba_500x300"], ids=case_id)
-@pytest.mark.parametrize("largest_block", [cpp_build.LARGEST_REUSED_BLOCK, 1], ids=["one_pass", "a_pass_per_crop"])
+@pytest.mark.parametrize("largest_block", [cpp_build.LARGEST_REUSED_BLOCK, 1], ids=["one_group", "a_group_per_crop"])
 def test_bfloat16_fixture_greedy_tokens_unchanged(case, largest_block, count_blocks, monkeypatch):
+    """Fused blocks, the crops in one group and one at a time: the greedy tokens of the plain vision."""
     monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", largest_block)
     vlm = minivlm.load(FIXTURE_DIR, dtype=torch.bfloat16)  # installs the fused blocks, as for any bfloat16 model
     calls = count_blocks()
     fused = vlm.generate(case["prompt"], case_images(case), max_new_tokens=8, stop_ids=[])
-    assert calls == list(range(8))  # the fixture's blocks up to the deepest selected one, all fused
-    layers.hooks.vit_block = None
+    crops = len(vlm.preprocess(case["prompt"], case_images(case))["images"])
+    groups = 1 if largest_block > 1 else crops
+    assert calls == list(range(8)) * groups  # the fixture's blocks up to the deepest selected one, all fused
+    fused_vit.uninstall()
     plain = vlm.generate(case["prompt"], case_images(case), max_new_tokens=8, stop_ids=[])
     assert fused.token_ids == plain.token_ids
 
@@ -97,7 +119,7 @@ def test_bfloat16_demo_model_answers_unchanged(count_blocks):
     calls = count_blocks()
     fused = demo_answers(vlm)
     assert len(calls) >= 4 * len(fused)
-    layers.hooks.vit_block = None
+    fused_vit.uninstall()
     plain = demo_answers(vlm)
     assert fused == plain
 
@@ -113,17 +135,22 @@ def test_the_hook_declines_float32_and_training(vlm):
 
 
 def test_load_decides_which_blocks_run(monkeypatch):
-    """bfloat16 on CPU: fused; compile=True: compiled instead; float32: plain; MINIVLM_CPU_KERNELS=0: plain."""
+    """bfloat16 on CPU: fused, the crops in groups, glibc asked to keep freed memory; compile=True: compiled
+    instead; float32: plain; MINIVLM_CPU_KERNELS=0: plain, glibc left alone."""
+    kept = []
+    monkeypatch.setattr(cpp_build, "keep_freed_memory", lambda: kept.append(True))
     try:
         minivlm.load(FIXTURE_DIR, dtype=torch.bfloat16)
         assert layers.hooks.vit_block is fused_vit._vit_block_hook
+        assert layers.hooks.encode_images is fused_vit.encode_in_groups and kept == [True]
         minivlm.load(FIXTURE_DIR, dtype=torch.bfloat16, compile=True)
-        assert layers.hooks.vit_block is compiled_vit._vit_block_hook
+        assert layers.hooks.vit_block is compiled_vit._vit_block_hook and layers.hooks.encode_images is None
         minivlm.load(FIXTURE_DIR)
-        assert layers.hooks.vit_block is None
+        assert layers.hooks.vit_block is None and layers.hooks.encode_images is None
         monkeypatch.setattr(cpp_build, "ENABLED", False)  # MINIVLM_CPU_KERNELS=0
+        kept.clear()
         minivlm.load(FIXTURE_DIR, dtype=torch.bfloat16)
-        assert layers.hooks.vit_block is None
+        assert layers.hooks.vit_block is None and layers.hooks.encode_images is None and kept == []
     finally:
         compiled_vit.uninstall()
         fused_vit.uninstall()
