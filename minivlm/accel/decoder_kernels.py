@@ -23,9 +23,10 @@ into its output first and adds the product to it: the first token of the bench's
 9.14 s, medians of 5 interleaved (2 cores of an Intel Xeon with AMX, 2026-12-04).
 
 A long prefill runs its MLP in passes of rows (`swiglu`), each pass's [rows, 2 x 6144] intermediate under
-32 MiB (`cpp_build.row_passes`: larger blocks come as fresh memory pages every time): the same products and
-kernels on fewer rows at a time, the same numbers. One layer's MLP over 1,774 tokens on 2 cores of an Intel Xeon
-with AMX (2026-12-04), medians of 9 interleaved: 82.6 ms in one pass, 70.2 in two.
+`cpp_build.LARGEST_REUSED_BLOCK` (`cpp_build.row_passes`: larger blocks come as fresh memory pages every time;
+32 MiB with glibc's defaults, 64 MiB once `keep_freed_memory` ran): the same products and kernels on fewer rows
+at a time, the same numbers. One layer's MLP over 1,774 tokens (43.6 MB) on 2 cores of an Intel Xeon with AMX
+(2026-12-04), medians of 9 interleaved, with glibc's defaults: 82.6 ms in one pass, 70.2 in two.
 
 `install()` plugs them into `minivlm.core.layers.hooks`: then `layers.linear` uses `linear` for inputs of at most
 MAX_ROWS rows and `linear_onednn` for more, `layers.attention` uses `attend` for one new token without a mask,

@@ -11,8 +11,9 @@ freezing pass emits for `nn.Linear` on CPU). Measured on that machine, medians o
 
 The vision runs in groups of a few crops (`encode_in_groups`, installed as `hooks.encode_images`), each group
 through every block and the connector before the next: each group's widest intermediate, the MLP's [patches,
-4304], under 32 MiB (`crop_groups`; 13 crops in bfloat16 run as 5 + 4 + 4). oneDNN's products into outputs above
-that size pay for fresh memory pages every time (`cpp_build.row_passes`). Measured on 2 cores of an Intel Xeon
+4304], under `cpp_build.LARGEST_REUSED_BLOCK` (`crop_groups`; 13 crops in bfloat16 run as 7 + 6 in 64 MiB, as
+5 + 4 + 4 in glibc's default 32 MiB). oneDNN's products into outputs above that size pay for fresh memory pages
+every time (`cpp_build.row_passes`). Measured on 2 cores of an Intel Xeon
 with AMX (2026-12-04), medians of 7 interleaved runs: qkv 74 ms at 9,477 rows against 32 ms in passes of 2,916,
 up 103 against 43; the whole vision of the bench's 1176x910 image, medians of 5 interleaved: 6.69 s in one pass,
 5.49 s with each block split into passes of crops, 5.34 s against 5.77 with the groups running every block in

@@ -69,12 +69,16 @@ def test_float32_full_size_block_equals_the_plain_one():
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_crop_groups_keep_the_widest_intermediate_under_32MiB():
+def test_crop_groups_keep_the_widest_intermediate_under_the_reused_block(monkeypatch):
     """The release's ViT MLP rows: 729 x 4304 x 2 bytes = 6.3 MB a crop in bfloat16, so 5 crops (31.4 MB) fit in
-    32 MiB and 6 do not; float32 rows are twice as wide. Never more groups than crops, one group for one crop."""
+    32 MiB (glibc's default) and 6 do not, 10 fit in 64 MiB (`keep_freed_memory`'s); float32 rows are twice as
+    wide. Never more groups than crops, one group for one crop."""
     cfg: VisionConfig = load_config(REAL_CONFIG).vision
+    monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", 32 << 20)
     assert [fused_vit.crop_groups(n, cfg, torch.bfloat16) for n in (1, 5, 6, 13, 20)] == [1, 1, 2, 3, 4]
     assert [fused_vit.crop_groups(n, cfg, torch.float32) for n in (1, 2, 3, 13)] == [1, 1, 2, 7]
+    monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", 64 << 20)
+    assert [fused_vit.crop_groups(n, cfg, torch.bfloat16) for n in (1, 10, 11, 13)] == [1, 1, 2, 2]
 
 
 @pytest.mark.parametrize("case", [c for c in IMAGE_CASES if c["name"] + ".connector_out" in golden()
