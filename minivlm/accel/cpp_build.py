@@ -59,7 +59,6 @@ def row_passes(rows: int, row_bytes: int) -> int:
     return max(1, -(-rows * row_bytes // LARGEST_REUSED_BLOCK))  # ceil
 
 
-
 @functools.cache
 def keep_freed_memory() -> bool:
     """Have glibc's malloc serve blocks up to KEPT_BLOCK from its heap and keep up to KEPT_FREE_BYTES of freed

@@ -13,14 +13,14 @@ The vision runs in groups of a few crops (`encode_in_groups`, installed as `hook
 through every block and the connector before the next: each group's widest intermediate, the MLP's [patches,
 4304], under `cpp_build.LARGEST_REUSED_BLOCK` (`crop_groups`; 13 crops in bfloat16 run as 7 + 6 in 64 MiB, as
 5 + 4 + 4 in glibc's default 32 MiB). oneDNN's products into outputs above that size pay for fresh memory pages
-every time (`cpp_build.row_passes`). Measured on 2 cores of an Intel Xeon
-with AMX (2026-12-04), medians of 7 interleaved runs: qkv 74 ms at 9,477 rows against 32 ms in passes of 2,916,
-up 103 against 43; the whole vision of the bench's 1176x910 image, medians of 5 interleaved: 6.69 s in one pass,
-5.49 s with each block split into passes of crops, 5.34 s against 5.77 with the groups running every block in
-turn instead (no block's parts to concatenate, and each block's intermediates reuse the memory the previous
-block freed: 14-89 thousand page faults per vision instead of 244-363 thousand). Crops never meet in the vision,
-so the groups compute the same thing (oneDNN may round a product differently at another number of rows: the
-tests hold float32 to 1e-5 and bfloat16 to the same greedy tokens, in one group and in several).
+every time (`cpp_build.row_passes`). Measured on 2 cores of an Intel Xeon with AMX (2026-12-04), medians of 7
+interleaved runs: qkv 74 ms at 9,477 rows against 32 ms in passes of 2,916, up 103 against 43; the whole vision
+of the bench's 1176x910 image, medians of 5 interleaved: 6.69 s in one pass, 5.49 s with each block split into
+passes of crops, 5.34 s against 5.77 with the groups running every block in turn instead (no block's parts to
+concatenate, and each block's intermediates reuse the memory the previous block freed: 14-89 thousand page
+faults per vision instead of 244-363 thousand). Crops never meet in the vision, so the groups compute the same
+thing (oneDNN may round a product differently at another number of rows: the tests hold float32 to 1e-5 and
+bfloat16 to the same greedy tokens, in one group and in several).
 
 The block is `core.vit.vit_block` with its four products swapped for fused ones (the qkv product with its bias
 inside, which PyTorch's `F.linear` copies into the output first); the heads' attention is the same
@@ -103,7 +103,7 @@ def install() -> bool:
 
 
 def uninstall() -> None:
-    """Back to the plain `vit_block`."""
+    """Back to the plain `vit_block` and `encode_images`."""
     if layers.hooks.vit_block is _vit_block_hook:
         layers.hooks.vit_block = None
     if layers.hooks.encode_images is encode_in_groups:

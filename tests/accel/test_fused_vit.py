@@ -104,8 +104,8 @@ def test_float32_vision_in_groups_equals_the_official_connector_output(vlm, case
 @pytest.mark.parametrize("largest_block", [cpp_build.LARGEST_REUSED_BLOCK, 1], ids=["one_group", "a_group_per_crop"])
 def test_bfloat16_fixture_greedy_tokens_unchanged(case, largest_block, count_blocks, monkeypatch):
     """Fused blocks, the crops in one group and one at a time: the greedy tokens of the plain vision."""
-    monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", largest_block)
     vlm = minivlm.load(FIXTURE_DIR, dtype=torch.bfloat16)  # installs the fused blocks, as for any bfloat16 model
+    monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", largest_block)  # after load: keep_freed_memory sets it
     calls = count_blocks()
     fused = vlm.generate(case["prompt"], case_images(case), max_new_tokens=8, stop_ids=[])
     crops = len(vlm.preprocess(case["prompt"], case_images(case))["images"])
