@@ -102,9 +102,9 @@ def test_official_inputs_add_the_batch_axis():
 
 
 def test_what_the_official_aim_asks_of_the_machine():
-    """The README's measured run (AMD EPYC, 2 cores): 0.6 x the official vision time (38.8 s) is 23.28 s, and the
-    vision roofline there was 21.4 s: the aim asks for 21.4 / 23.28 = 91.9 % of the matrix rate; the first token's
-    (0.6 x 79.3 = 47.58 s against 35.3 s) 74.2 %."""
+    """An early bench run once in the README (2026-12-01, 2 cores of an AMD EPYC): 0.6 x the official vision time
+    (38.8 s) is 23.28 s, and the vision roofline there was 21.4 s: the aim asks for 21.4 / 23.28 = 91.9 % of the
+    matrix rate; the first token's (0.6 x 79.3 = 47.58 s against 35.3 s) 74.2 %."""
     result = {"vision_s": 37.3, "ttft_s": 59.4, "decode_tok_s": 6.85, "vision_roofline_s": 21.4,
               "ttft_roofline_s": 35.3, "vision_roofline_pct": 57.4, "ttft_roofline_pct": 59.4,
               "vision_products_s": 11.64, "ttft_products_s": 57.1,  # the products' times and floors: made up
