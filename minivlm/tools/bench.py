@@ -4,13 +4,13 @@
 
 It times the vision encoder alone, the time to first token (vision + LLM prefill + first token) and the decode
 rate, and measures the machine's memory read bandwidth, matrix-multiply rate and the prompt's matrix products
-alone at their own shapes in the same run (probes.py). Decoding one
-token must read every decoder weight once, so `bandwidth / bytes per token` is the decode roofline;
-`roofline_pct` is how much of it we reach. The first token must do the prompt's arithmetic (flops.py: the ViT,
-the connector and the prefill, matrix products and attention), so `FLOP / matmul rate` is its compute roofline;
-`ttft_roofline_pct` and `vision_roofline_pct` are how much of it we reach. `--random-init` builds the full-size
-official architecture (minivlm/configs/jina-vlm, 2.48 B parameters) with random weights, so speed can be
-measured without the 5 GB download.
+alone at their own shapes in the same run (probes.py). Decoding one token must read every decoder weight once
+and the KV cache's keys and values of every position so far, so `bandwidth / bytes per token` is the decode
+roofline; `roofline_pct` is how much of it we reach. The first token must do the prompt's arithmetic (flops.py:
+the ViT, the connector and the prefill, matrix products and attention), so `FLOP / matmul rate` is its compute
+roofline; `ttft_roofline_pct` and `vision_roofline_pct` are how much of it we reach. `--random-init` builds the
+full-size official architecture (minivlm/configs/jina-vlm, 2.48 B parameters) with random weights, so speed can
+be measured without the 5 GB download.
 `--follow-up` also times a follow-up question in the same conversation (the first turn in the KV cache).
 `--official DIR` times the official implementation too, on the same prompt in the same run, its timed runs
 interleaved with ours (bench_official.py; both models are held at once, about twice the weights' memory).
@@ -42,8 +42,8 @@ from ..generate import DTYPES
 from ..devices import check_device, device_time
 from ..vlm import VLM, generate_ids, load
 from .flops import prompt_flops, prompt_products
-from .probes import (decode_bytes_per_token, matmul_tflops, peak_rss_gb, read_bandwidth_gbps, read_rate_gbps,
-                     time_products)
+from .probes import (decode_bytes_per_token, kv_cache_bytes_per_token, matmul_tflops, peak_rss_gb,
+                     read_bandwidth_gbps, read_rate_gbps, time_products)
 from .random_init import random_init_batch, random_weights, synthetic_image
 
 REAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "jina-vlm"
@@ -218,7 +218,9 @@ def main(argv=None) -> dict:
     bandwidth = read_bandwidth_gbps(device)
     rates_after = matmul_tflops(device, dtype)
     tflops, burst_tflops = max(rates_before[0], rates_after[0]), max(rates_before[1], rates_after[1])
-    per_token = decode_bytes_per_token(weights, cfg)
+    # decode step k (1 .. N-1) feeds the k-th new token and attends over tokens + k positions: on average tokens + N/2
+    kv_per_token = kv_cache_bytes_per_token(cfg, tokens + args.new_tokens / 2, dtype.itemsize)
+    per_token = decode_bytes_per_token(weights, cfg) + kv_per_token
     decode_tok_s = statistics.median(r["decode_tok_s"] for r in runs)
     vision_s, ttft_s = (statistics.median(r[key] for r in runs) for key in ("vision_s", "ttft_s"))
     flop = prompt_flops(cfg, crops, tokens)
@@ -237,7 +239,8 @@ def main(argv=None) -> dict:
         "ttft_s": ttft_s,
         "decode_tok_s": decode_tok_s,
         "bandwidth_gbps": bandwidth,
-        "bytes_per_token_gb": per_token / 1e9,
+        "bytes_per_token_gb": per_token / 1e9,  # the decoder's weights and the KV cache (its mean over the decode)
+        "kv_bytes_per_token_gb": kv_per_token / 1e9,
         "roofline_tok_s": bandwidth * 1e9 / per_token,
         "roofline_pct": 100 * decode_tok_s * per_token / (bandwidth * 1e9),
         # the same against the bandwidth read just before and after each decode (mean of the two; median over runs)
@@ -273,7 +276,7 @@ def main(argv=None) -> dict:
     rows = [("vision", f"{result['vision_s']:.3f} s"), ("time to first token", f"{result['ttft_s']:.3f} s"),
             ("decode", f"{decode_tok_s:.2f} tokens/s"), ("memory bandwidth (read)", f"{bandwidth:.1f} GB/s"),
             ("decode roofline", f"{result['roofline_tok_s']:.2f} tokens/s ({result['bytes_per_token_gb']:.2f} GB "
-                                f"per token)"),
+                                f"per token, {result['kv_bytes_per_token_gb']:.2f} of them KV cache)"),
             ("of roofline", f"{result['roofline_pct']:.0f} %"),
             ("around each decode", f"{result['decode_probe_gbps']:.1f} GB/s read → {result['roofline_pct_around']:.0f} "
                                    f"% of it reached"),

@@ -17,7 +17,8 @@ from minivlm.tools.flops import Product, prompt_flops
 KEYS = {"vision_s", "ttft_s", "decode_tok_s", "bandwidth_gbps", "roofline_pct", "peak_rss_gb", "weight_gb",
         "matmul_tflops", "vision_flop", "ttft_flop", "vision_roofline_s", "ttft_roofline_s", "vision_roofline_pct",
         "ttft_roofline_pct", "decode_probe_gbps", "roofline_pct_around", "matmul_burst_tflops", "vision_products_s",
-        "ttft_products_s", "vision_products_pct", "ttft_products_pct", "vision_floor_s", "ttft_floor_s"}
+        "ttft_products_s", "vision_products_pct", "ttft_products_pct", "vision_floor_s", "ttft_floor_s",
+        "kv_bytes_per_token_gb"}
 
 
 def assert_compute_roofline_consistent(result: dict, config_dir) -> None:
@@ -49,6 +50,23 @@ def test_bench_on_a_checkpoint(capsys):
     # one run: the decode's share of the bandwidth read around it, by the same bytes-per-token arithmetic
     assert result["roofline_pct_around"] == pytest.approx(
         100 * result["decode_tok_s"] * result["bytes_per_token_gb"] / result["decode_probe_gbps"])
+    assert_decode_bytes_are_weights_and_kv_cache(result, FIXTURE_DIR, itemsize=4)
+
+
+def assert_decode_bytes_are_weights_and_kv_cache(result: dict, config_dir, itemsize: int) -> None:
+    """Bytes per decoded token, from the config alone: the decoder's weights (blocks, final norm, LM head) and its
+    KV cache, keys and values of every layer over the positions attended to, tokens + 1 .. tokens + N - 1 for
+    the N - 1 decode steps (mean tokens + N / 2)."""
+    cfg = load_config(config_dir)
+    decoder = sum(torch.Size(shape).numel() for key, shape in expected_shapes(cfg).items()
+                  if key.startswith("model.language_model.layers.")
+                  or key in ("model.language_model.ln_f.weight", "lm_head.weight")) * itemsize
+    steps = range(1, result["new_tokens"])
+    kv = sum(2 * cfg.text.n_layers * cfg.text.n_kv_heads * cfg.text.head_dim * itemsize
+             * (result["prompt_tokens"] + k) for k in steps) / len(steps)
+    assert result["kv_bytes_per_token_gb"] == pytest.approx(kv / 1e9)
+    assert result["bytes_per_token_gb"] == pytest.approx((decoder + kv) / 1e9)
+    assert result["roofline_tok_s"] == pytest.approx(result["bandwidth_gbps"] / result["bytes_per_token_gb"])
 
 
 def test_bench_random_init_small_config(capsys):
@@ -58,6 +76,7 @@ def test_bench_random_init_small_config(capsys):
     assert result["crops"] == 5 and result["dtype"] == "bfloat16" and result["repeat"] == 2
     assert KEYS <= set(result) and isinstance(result["cpu_kernels"], bool)
     assert_compute_roofline_consistent(result, FIXTURE_DIR)
+    assert_decode_bytes_are_weights_and_kv_cache(result, FIXTURE_DIR, itemsize=2)
 
 
 def test_follow_up_reports_both_times_to_first_token(capsys):
