@@ -2,6 +2,7 @@
 whose rooflines are consistent."""
 
 import json
+import statistics
 import sys
 
 import pytest
@@ -77,6 +78,10 @@ def test_bench_random_init_small_config(capsys):
     assert KEYS <= set(result) and isinstance(result["cpu_kernels"], bool)
     assert_compute_roofline_consistent(result, FIXTURE_DIR)
     assert_decode_bytes_are_weights_and_kv_cache(result, FIXTURE_DIR, itemsize=2)
+    # every timed run is reported, and the headline numbers are their medians
+    assert [set(run) for run in result["runs"]] == [set(bench.TIMED)] * 2
+    for key in bench.TIMED:
+        assert result[key] == pytest.approx(statistics.median(run[key] for run in result["runs"]))
 
 
 def test_follow_up_reports_both_times_to_first_token(capsys):
