@@ -169,19 +169,21 @@ def main(argv=None) -> dict:
           f"in {load_s:.1f} s; prompt {batch['input_ids'].shape[1]} tokens, {len(batch['images'])} crops",
           file=sys.stderr)
 
-    # Warm-up: one short text-only generation and one crop, so one-time kernel set-up is not timed.
+    # Warm-up, so one-time kernel set-up is not timed: one short text-only generation (the follow-up's path), the
+    # ViT's compile on all the crops where asked (timed as compile_s), then the whole prompt once: the first
+    # full-size run after loading also pays for fresh memory pages (on 2 cores of an Intel Xeon with AMX, 115-141
+    # thousand page faults and 1-2 s more for a first token, 2026-12-04), which a median of 2 runs would half keep.
+    # The official code gets the same warm-up (prepare_official).
     warm = {"input_ids": batch["input_ids"][:, -8:], "attention_mask": batch["attention_mask"][:, -8:],
             "images": batch["images"][:0], "image_masks": batch["image_masks"][:0],
             "image_input_idx": batch["image_input_idx"][:0], "crop_batch_index": batch["crop_batch_index"][:0]}
     generate_ids(weights, cfg, warm, max_new_tokens=2, settings=SamplingSettings(), stop_ids=[], dtype=dtype)
-    compile_start = time.perf_counter()
-    with torch.inference_mode():  # compiled: all the crops, so the timed runs meet a shape already compiled
-        crops = len(batch["images"]) if args.compile else 1
-        encode_images(weights, cfg, batch["images"][:crops], batch["image_masks"][:crops])
-    compile_s = time.perf_counter() - compile_start if args.compile else None
-    # Then the whole prompt once: the first full-size run after loading also pays for fresh memory pages (on 2 cores
-    # of an Intel Xeon with AMX, 115-141 thousand page faults and 1-2 s more for a first token, 2026-12-04), which a
-    # median of 2 runs would half keep. The official code gets the same warm-up (prepare_official).
+    compile_s = None
+    if args.compile:
+        compile_start = time.perf_counter()
+        with torch.inference_mode():
+            encode_images(weights, cfg, batch["images"], batch["image_masks"])
+        compile_s = time.perf_counter() - compile_start
     generate_ids(weights, cfg, batch, max_new_tokens=2, settings=SamplingSettings(), stop_ids=[], dtype=dtype)
     # The matmul rate is probed before and after the timed runs and the better kept: on a shared machine one
     # probe of a few seconds can fall in a busy moment, and the roofline is meant to be the machine's best.
@@ -226,8 +228,7 @@ def main(argv=None) -> dict:
     # decode step k (1 .. N-1) feeds the k-th new token and attends over tokens + k positions: on average tokens + N/2
     kv_per_token = kv_cache_bytes_per_token(cfg, tokens + args.new_tokens / 2, dtype.itemsize)
     per_token = decode_bytes_per_token(weights, cfg) + kv_per_token
-    decode_tok_s = statistics.median(r["decode_tok_s"] for r in runs)
-    vision_s, ttft_s = (statistics.median(r[key] for r in runs) for key in ("vision_s", "ttft_s"))
+    vision_s, ttft_s, decode_tok_s = (statistics.median(r[key] for r in runs) for key in TIMED)
     flop = prompt_flops(cfg, crops, tokens)
     vision_products_s, ttft_products_s = (statistics.median(p[key] for p in products) for key in ("vision_s", "ttft_s"))
     vision_flop, ttft_flop = flop.vision.total, flop.ttft.total
