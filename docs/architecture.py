@@ -23,7 +23,7 @@ STEPS = [
 ]
 SIDE = [("formats/tokenizer.py + processor.py", "text + <|image|> → token ids, layout"),
         ("core/generation.py", "prefill once, then one token at a time"),
-        ("accel/: decoder_kernels, fused_vit, amx_attention,\ncompiled_vit", "optional fast paths via core.layers.hooks")]
+        ("accel/: decoder_kernels, fused_vit, cpu_attention,\ncompiled_vit", "optional fast paths via core.layers.hooks")]
 
 
 def main(out: Path = Path(__file__).with_name("architecture.png")) -> None:

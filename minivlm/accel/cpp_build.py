@@ -1,4 +1,4 @@
-"""Building minivlm's C++ CPU kernels (`decoder_kernels.cpp`, `amx_attention.cpp`) on first use, once per machine, and
+"""Building minivlm's C++ CPU kernels (`decoder_kernels.cpp`, `cpu_attention.cpp`) on first use, once per machine, and
 what every CPU fast path in minivlm.accel asks before it runs: the MINIVLM_CPU_KERNELS switch, the CPU's features,
 how many rows a pass may take.
 

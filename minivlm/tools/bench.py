@@ -239,7 +239,7 @@ def main(argv=None) -> dict:
         "cpu_kernels": device.type == "cpu" and dtype == torch.bfloat16 and decoder_kernels.available(),
         "compiled_vit": args.compile,
         "vit_blocks": vit_blocks(),  # "fused" (oneDNN post-ops, CPU bfloat16), "compiled" or "plain"
-        "attention": attention_kernel(),  # ViT and prefill: "amx" (amx_attention.cpp, CPU bfloat16 with AMX) or "sdpa"
+        "attention": attention_kernel(),  # ViT and prefill: "amx", "avx512" (cpu_attention.cpp) or "sdpa"
         "prompt_tokens": tokens, "crops": crops, "new_tokens": args.new_tokens, "repeat": args.repeat,
         "vision_s": vision_s,
         "ttft_s": ttft_s,
@@ -309,7 +309,7 @@ def main(argv=None) -> dict:
           f"{args.new_tokens} new tokens, median of {args.repeat}"
           + (", decoder's CPU kernels" if result["cpu_kernels"] else "")
           + (", ViT blocks fused" if result["vit_blocks"] == "fused" else "")
-          + (", attention on AMX tiles" if result["attention"] == "amx" else "")
+          + {"amx": ", attention on AMX tiles", "avx512": ", attention on AVX512-BF16"}.get(result["attention"], "")
           + (f", ViT compiled (warm-up with the compile: {compile_s:.1f} s)" if compile_s is not None else ""))
     for name, value in rows:
         print(f"  {name:<24} {value}")

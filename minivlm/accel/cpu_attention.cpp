@@ -1,26 +1,31 @@
-// Attention of many queries on Intel AMX tiles, bfloat16: the ViT's over each crop and the decoder's causal
-// prefill (see amx_attention.py for why).
+// Attention of many queries on CPU in bfloat16: the ViT's over each crop and the decoder's causal prefill (see
+// cpu_attention.py for why), on Intel AMX tiles where the CPU has them, else on AVX512-BF16's dot products.
 //
 // out[b, i, h, :] = sum_j softmax_j(scale * <q_i, k_j>) v_j over the keys of kv head h / G (G query heads share
 // one: grouped-query attention; G = 1 in the ViT), j over all L keys, or j <= i when causal. One task per
 // (sequence, query head), taken by whichever thread is free. A task copies its keys and values into the layouts
-// the tiles read (below; kept for the next query head of the same kv head), then goes down the queries 32 at a
+// the products read (below; kept for the next query head of the same kv head), then goes down the queries 32 at a
 // time:
-//   1. scores S [32, keys] = Q Kᵀ on the tiles: 2 x 2 accumulator tiles of 16 x 16 float32, head_dim in steps of 32;
+//   1. scores S [32, keys] = Q Kᵀ: on AMX 2 x 2 accumulator tiles of 16 x 16 float32, head_dim in steps of 32;
+//      on AVX-512 8 query rows x 32 keys in 16 registers, head_dim a channel pair at a time;
 //   2. softmax of each row in float32 on AVX-512: e = 2^(c s - c max), c = scale log2(e), P = bf16(e), 1 / sum(e);
-//   3. out [32, D] = P V on the tiles, each row times its 1 / sum, rounded once to bfloat16.
+//   3. out [32, D] = P V (tiles, or 4 rows x up to 6 vectors of 16 channels in registers), each row times its
+//      1 / sum, rounded once to bfloat16.
 // Causal: the 32 queries from q0 on read keys 0..q0+31 only (step 1 and 3 stop there), and row i's softmax
 // covers keys 0..i. All of it stays in the core's cache: a crop's keys and values are 0.2 MB, a 1,800-token
 // prompt's 0.9 MB; S and P for 32 rows at most 0.35 MB.
 //
 // AMX in short: 8 tile registers of up to 16 rows x 64 bytes; `_tile_dpbf16ps(C, A, B)` adds A B to C for
 // A = 16 rows x 32 bf16, C = 16 x 16 float32, and B = 32 x 16 bf16 stored as 16 rows of 16 (even, odd) pairs
-// ("VNNI": B[k][n] and B[k+1][n] side by side). So Kᵀ is stored as pairs of channels per key and V as pairs of
-// keys per channel, each B tile's 16 rows one after the other (1 KB): a tile load then reads 16 consecutive cache
-// lines rather than 16 lines a row of keys apart (one ViT pass of 5 crops' attention 0.9x the time, a prefill's
-// 0.85x, with the softmax's instructions below; medians of 25 interleaved runs on 2 cores of an Intel Xeon with
-// AMX, 2026-12-04). Zero padding makes every size a whole number of tiles: keys to a multiple of 32 (their
-// scores are masked out of the softmax, their P is 0), head_dim to a multiple of 32 (zeros add nothing).
+// ("VNNI": B[k][n] and B[k+1][n] side by side). AVX512-BF16's `_mm512_dpbf16_ps(c, a, b)` is one row of that: it
+// adds a[2n] b[2n] + a[2n+1] b[2n+1] to float32 lane n of c, so it reads the same pairs. So Kᵀ is stored as pairs
+// of channels per key and V as pairs of keys per channel, each B tile's 16 rows one after the other (1 KB): a tile
+// load then reads 16 consecutive cache lines rather than 16 lines a row of keys apart (one ViT pass of 5 crops'
+// attention 0.9x the time, a prefill's 0.85x, with the softmax's instructions below; medians of 25 interleaved runs
+// on 2 cores of an Intel Xeon with AMX, 2026-12-04), and an AVX-512 step reads one of those rows (16 keys' pair of
+// channels, or one key pair's 16 channels) as one vector. Zero padding makes every size a whole number of tiles:
+// keys to a multiple of 32 (their scores are masked out of the softmax, their P is 0), head_dim to a multiple of 32
+// (zeros add nothing; the AVX-512 steps skip the padding's whole vectors).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -142,6 +147,38 @@ static void score_rows(Head& h, int64_t q0, int64_t keys) {
   }
 }
 
+// One 32-bit word (a pair of bf16) in all 16 lanes: an A operand of `_mm512_dpbf16_ps`.
+static inline __m512bh broadcast_pair(const uint16_t* pair) {
+  int32_t word;
+  std::memcpy(&word, pair, 4);
+  return (__m512bh)_mm512_set1_epi32(word);
+}
+
+// Step 1 without tiles: the same scores, 8 query rows x 32 keys at a time in 16 float32 registers, a channel pair
+// per step (two vectors of Kᵀ, each met by 8 broadcast query pairs), over the channels that hold values only.
+static void score_rows_avx512(Head& h, int64_t q0, int64_t keys) {
+  const int64_t Lpad = h.Lpad, Dpad = h.Dpad, pairs = (h.D + 1) / 2;
+  for (int64_t r0 = 0; r0 < kRows; r0 += 8)
+    for (int64_t j0 = 0; j0 < keys; j0 += 32) {
+      __m512 acc[8][2];
+      for (auto& row : acc) row[0] = row[1] = _mm512_setzero_ps();
+      const uint16_t* rows = &h.q[(q0 + r0) * Dpad];
+      for (int64_t p = 0; p < pairs; ++p) {
+        const __m512bh k0 = (__m512bh)_mm512_loadu_si512(h.kt_at(j0, p));
+        const __m512bh k1 = (__m512bh)_mm512_loadu_si512(h.kt_at(j0 + 16, p));
+        for (int r = 0; r < 8; ++r) {
+          const __m512bh a = broadcast_pair(rows + r * Dpad + 2 * p);
+          acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, k0);
+          acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, k1);
+        }
+      }
+      for (int r = 0; r < 8; ++r) {
+        _mm512_storeu_ps(&h.scores[(r0 + r) * Lpad + j0], acc[r][0]);
+        _mm512_storeu_ps(&h.scores[(r0 + r) * Lpad + j0 + 16], acc[r][1]);
+      }
+    }
+}
+
 // Step 2: one row's softmax numerators over its first n scores as bf16 (0 for the rest of the `keys` that step 3
 // reads) and 1 / their float32 sum. Counted in instructions, as it is the kernel's one part off the tiles: the max
 // in four running maxima (one would be a chain of dependent instructions), the numerators two vectors at a time
@@ -221,18 +258,57 @@ static void weighted_values(Head& h, const uint16_t* P, int64_t keys) {
   }
 }
 
-static void attend_head(Head& h, float scale, bool causal, uint16_t* out, int64_t out_row_stride) {
-  configure_tiles();
+// Step 3 without tiles for 4 rows of P (from row r0 of the 16 at P) and C vectors of output channels from c0:
+// 4 x C float32 registers, a key pair per step (C vectors of V, each met by 4 broadcast pairs of P).
+template <int C>
+static void values_rows_avx512(Head& h, const uint16_t* P, int64_t keys, int64_t c0, int64_t r0) {
+  __m512 acc[4][C];
+  for (auto& row : acc)
+    for (auto& a : row) a = _mm512_setzero_ps();
+  for (int64_t j = 0; j < keys; j += 2) {
+    const uint32_t* b = h.v_at(j, c0);  // the next vectors of channels follow at 256 words
+    __m512bh values[C];
+    for (int c = 0; c < C; ++c) values[c] = (__m512bh)_mm512_loadu_si512(b + 256 * c);
+    for (int r = 0; r < 4; ++r) {
+      const __m512bh a = broadcast_pair(P + (r0 + r) * h.Lpad + j);
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], a, values[c]);
+    }
+  }
+  for (int r = 0; r < 4; ++r)
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(&h.out[(r0 + r) * h.Dpad + c0 + 16 * c], acc[r][c]);
+}
+
+// Step 3 without tiles, 16 rows of P (`rows` of them real) into out [16, Dpad]: the vectors of channels that hold
+// values in equal passes of up to 6 (head_dim 72: one pass of 5; 128: two of 4).
+static void weighted_values_avx512(Head& h, const uint16_t* P, int64_t keys, int64_t rows) {
+  const int64_t vectors = (h.D + 15) / 16, passes = (vectors + 5) / 6, per_pass = (vectors + passes - 1) / passes;
+  for (int64_t r0 = 0; r0 < rows; r0 += 4)
+    for (int64_t t0 = 0; t0 < vectors; t0 += per_pass) {
+      switch (std::min(per_pass, vectors - t0)) {
+        case 6: values_rows_avx512<6>(h, P, keys, 16 * t0, r0); break;
+        case 5: values_rows_avx512<5>(h, P, keys, 16 * t0, r0); break;
+        case 4: values_rows_avx512<4>(h, P, keys, 16 * t0, r0); break;
+        case 3: values_rows_avx512<3>(h, P, keys, 16 * t0, r0); break;
+        case 2: values_rows_avx512<2>(h, P, keys, 16 * t0, r0); break;
+        default: values_rows_avx512<1>(h, P, keys, 16 * t0, r0);
+      }
+    }
+}
+
+static void attend_head(Head& h, float scale, bool causal, bool tiles, uint16_t* out, int64_t out_row_stride) {
+  if (tiles) configure_tiles();
   for (int64_t q0 = 0; q0 < h.L; q0 += kRows) {
     const int64_t keys = causal ? std::min(h.Lpad, q0 + kRows) : h.Lpad;  // the keys these 32 queries may see
-    score_rows(h, q0, keys);
+    if (tiles) score_rows(h, q0, keys);
+    else score_rows_avx512(h, q0, keys);
     float inv_sum[kRows];
     // Rows past L (zero queries) are left as they are: a row of P V depends on its own row of P alone, and
     // those rows are never written out.
     for (int64_t r = 0; r < std::min(kRows, h.L - q0); ++r)
       inv_sum[r] = softmax_row(&h.scores[r * h.Lpad], &h.probs[r * h.Lpad], causal ? q0 + r + 1 : h.L, keys, scale);
     for (int64_t r0 = 0; r0 < kRows && q0 + r0 < h.L; r0 += 16) {
-      weighted_values(h, &h.probs[r0 * h.Lpad], keys);
+      if (tiles) weighted_values(h, &h.probs[r0 * h.Lpad], keys);
+      else weighted_values_avx512(h, &h.probs[r0 * h.Lpad], keys, std::min<int64_t>(16, h.L - q0 - r0));
       for (int64_t r = 0; r < 16 && q0 + r0 + r < h.L; ++r) {
         const __m512 inv = _mm512_set1_ps(inv_sum[r0 + r]);
         uint16_t* o = out + (q0 + r0 + r) * out_row_stride;
@@ -247,9 +323,9 @@ static void attend_head(Head& h, float scale, bool causal, uint16_t* out, int64_
 
 // q [B, Hq, L, D], k and v [B, Hkv, L, D] bfloat16 (Hq a multiple of Hkv), unit stride along D, k and v with the
 // same strides (q may have its own). Returns out [B, L, Hq, D]: the heads already side by side, as the out
-// projection reads them.
+// projection reads them. `tiles`: on AMX (the caller checks amx_permitted), else AVX512-BF16 alone.
 torch::Tensor attention_bf16(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
-                             bool causal) {
+                             bool causal, bool tiles) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && k.sizes() == v.sizes() && q.size(0) == k.size(0) &&
               q.size(2) == k.size(2) && q.size(3) == k.size(3) && k.size(1) > 0 && q.size(1) % k.size(1) == 0,
               "attention_bf16: q [B, Hq, L, D] and k, v [B, Hkv, L, D] with Hq a multiple of Hkv expected");
@@ -257,7 +333,7 @@ torch::Tensor attention_bf16(const torch::Tensor& q, const torch::Tensor& k, con
               v.scalar_type() == at::kBFloat16, "attention_bf16: bfloat16 only");
   TORCH_CHECK(k.strides() == v.strides() && q.stride(3) == 1 && k.stride(3) == 1,
               "attention_bf16: unit stride along D and k, v with the same strides expected");
-  TORCH_CHECK(amx_permitted(), "attention_bf16: the kernel did not get the AMX tile state");
+  TORCH_CHECK(!tiles || amx_permitted(), "attention_bf16: the kernel did not get the AMX tile state");
   TORCH_CHECK(k.stride(2) < (int64_t{1} << 26), "attention_bf16: key rows too far apart for 32-bit gathers");
   const int64_t B = q.size(0), H = q.size(1), G = H / k.size(1), L = q.size(2), D = q.size(3);
   auto out = torch::empty({B, L, H, D}, q.options());
@@ -284,14 +360,14 @@ torch::Tensor attention_bf16(const torch::Tensor& q, const torch::Tensor& k, con
         loaded = kv;
       }
       head.load_queries(Q + b * q.stride(0) + h * q.stride(1), q.stride(2));
-      attend_head(head, static_cast<float>(scale), causal, O + (b * L * H + h) * D, H * D);
+      attend_head(head, static_cast<float>(scale), causal, tiles, O + (b * L * H + h) * D, H * D);
     }
-    _tile_release();
+    if (tiles) _tile_release();
   });
   return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("attention_bf16", &attention_bf16, "attention of many queries on AMX tiles, bfloat16, full or causal");
+  m.def("attention_bf16", &attention_bf16, "attention of many queries, bfloat16, full or causal, on AMX tiles or AVX512-BF16");
   m.def("amx_permitted", &amx_permitted, "whether Linux gave this process the AMX tile state");
 }
