@@ -50,13 +50,22 @@ KEPT_BLOCK = 64 << 20  # what `keep_freed_memory` raises it to: fewer, larger pa
 KEPT_FREE_BYTES = 256 << 20  # freed memory glibc keeps for later blocks (`keep_freed_memory`)
 
 
+# Without AMX, oneDNN's bfloat16 products (on AVX512-BF16) ran a prompt's rows faster in passes of at most this
+# many, with the same bits: a prefill layer's products on 2 cores of an AMD EPYC (2026-12-04, medians of 5) qkv
+# 100 -> 73 ms, out 40 -> 38, MLP up 250 -> 221, down 127 -> 106 at 1,774 rows against passes of 1,024 or fewer.
+# Not measured with AMX: there one pass stays (None).
+MOST_ROWS_PER_PASS = None if cpu_has("amx_tile") else 1024
+
+
 def row_passes(rows: int, row_bytes: int) -> int:
     """In how many passes to run `rows` rows whose widest intermediate takes `row_bytes` each, so that no pass
-    allocates a block over LARGEST_REUSED_BLOCK. glibc's malloc serves larger blocks by fresh mmaps, whose pages
-    the kernel maps and zeroes on first touch, every time; smaller ones reuse freed memory. On 2 cores of an Intel
-    Xeon with AMX (2026-12-04), medians of 9: the prefill's MLP product into a fresh [1774, 12288] bfloat16 output
-    (44 MB) 56.7 ms, into a reused one 43.8 ms; the ViT's [9477, 4304] (82 MB) 64.4 against 36.2 ms."""
-    return max(1, -(-rows * row_bytes // LARGEST_REUSED_BLOCK))  # ceil
+    allocates a block over LARGEST_REUSED_BLOCK (nor, without AMX, holds over MOST_ROWS_PER_PASS rows). glibc's
+    malloc serves larger blocks by fresh mmaps, whose pages the kernel maps and zeroes on first touch, every time;
+    smaller ones reuse freed memory. On 2 cores of an Intel Xeon with AMX (2026-12-04), medians of 9: the
+    prefill's MLP product into a fresh [1774, 12288] bfloat16 output (44 MB) 56.7 ms, into a reused one 43.8 ms;
+    the ViT's [9477, 4304] (82 MB) 64.4 against 36.2 ms."""
+    by_rows = -(-rows // MOST_ROWS_PER_PASS) if MOST_ROWS_PER_PASS else 1
+    return max(1, by_rows, -(-rows * row_bytes // LARGEST_REUSED_BLOCK))  # ceil
 
 
 @functools.cache

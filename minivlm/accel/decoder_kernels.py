@@ -107,8 +107,11 @@ def handles_linear_onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> boo
 
 def linear_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """F.linear(x, weight, bias) as oneDNN's linear op, the bias added to the float32 sums before the one rounding
-    (check `handles_linear_onednn` first)."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    (check `handles_linear_onednn` first), in `row_passes` passes of rows."""
+    rows = x.reshape(-1, x.shape[-1])  # [rows, in]
+    parts = rows.tensor_split(row_passes(len(rows), weight.shape[0] * x.element_size()))
+    out = [torch.ops.mkldnn._linear_pointwise(part, weight, bias, "none", [], "") for part in parts]
+    return (out[0] if len(out) == 1 else torch.cat(out)).view(*x.shape[:-1], weight.shape[0])  # [..., out]
 
 
 def handles_attention(q: Tensor, k: Tensor, v: Tensor) -> bool:

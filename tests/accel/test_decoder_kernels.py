@@ -165,8 +165,10 @@ def test_swiglu_in_passes_equals_one_pass(kernels, monkeypatch, largest_block, r
     passes (more than decoder_kernels.MAX_ROWS rows each, so oneDNN's products as in one pass). The same numbers as
     one pass but where oneDNN sums a product in another order at another row count (measured: bit for bit at 887
     rows against 1,774; 0.5 % of the outputs at 8 rows against 40, by at most 2^-7): an intermediate one bfloat16
-    step apart, carried through the down product, so at most 2^-5 absolute on outputs up to about 4."""
+    step apart, carried through the down product, so at most 2^-5 absolute on outputs up to about 4. Passes by
+    memory alone here (the cap on rows without AMX: the next test)."""
     monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", largest_block)
+    monkeypatch.setattr(cpp_build, "MOST_ROWS_PER_PASS", None)
     monkeypatch.setattr(layers.hooks, "swiglu", None)  # `swiglu` below: the plain MLP, in one pass
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1, rows, 2048, generator=g).bfloat16()
@@ -178,6 +180,28 @@ def test_swiglu_in_passes_equals_one_pass(kernels, monkeypatch, largest_block, r
         in_passes, one_pass = decoder_kernels.swiglu(x, up, down), swiglu(x, up, down)
     assert (in_passes != one_pass).float().mean() < 0.01
     torch.testing.assert_close(in_passes.float(), one_pass.float(), rtol=0, atol=2**-5)
+
+
+@pytest.mark.skipif(not cpp_build.onednn_computes_bfloat16(), reason="oneDNN's bfloat16 products: AVX512-BF16 or AMX")
+def test_prompt_rows_in_passes_of_at_most_1024_give_the_same_bits(monkeypatch):
+    """Without AMX a prompt's products run in passes of at most MOST_ROWS_PER_PASS rows (cpp_build's measurement):
+    the bench's 1,774-token prefill in two, for the qkv product (`linear_onednn`) and the MLP (`swiglu_passes`),
+    with the same bits as one pass (oneDNN sums each output row in the same order at 887 rows as at 1,774)."""
+    monkeypatch.setattr(cpp_build, "LARGEST_REUSED_BLOCK", 1 << 40)  # memory sets no passes here
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 1774, 2048, generator=g).bfloat16()
+    qkv, bias = (torch.randn(4096, 2048, generator=g) * 0.02).bfloat16(), torch.randn(4096, generator=g).bfloat16()
+    up = (torch.randn(12288, 2048, generator=g) * 0.02).bfloat16()
+    down = (torch.randn(2048, 6144, generator=g) * 0.02).bfloat16()
+    with torch.inference_mode():
+        monkeypatch.setattr(cpp_build, "MOST_ROWS_PER_PASS", 1024)
+        assert decoder_kernels.swiglu_passes(x, up, down) == 2 and cpp_build.row_passes(1024, 2) == 1
+        in_passes = decoder_kernels.linear_onednn(x, qkv, bias), decoder_kernels.swiglu(x, up, down)
+        monkeypatch.setattr(cpp_build, "MOST_ROWS_PER_PASS", None)
+        assert decoder_kernels.swiglu_passes(x, up, down) == 1
+        one_pass = decoder_kernels.linear_onednn(x, qkv, bias), decoder_kernels.swiglu(x, up, down)
+    assert in_passes[0].shape == (1, 1774, 4096)
+    assert all(torch.equal(a, b) for a, b in zip(in_passes, one_pass))
 
 
 def test_demo_model_answers_with_the_mlp_in_passes(kernels, monkeypatch):
