@@ -26,7 +26,9 @@ A long prefill runs its MLP in passes of rows (`swiglu`), each pass's [rows, 2 x
 `cpp_build.LARGEST_REUSED_BLOCK` (`cpp_build.row_passes`: larger blocks come as fresh memory pages every time;
 32 MiB with glibc's defaults, 64 MiB once `keep_freed_memory` ran): the same products and kernels on fewer rows
 at a time, the same numbers. One layer's MLP over 1,774 tokens (43.6 MB) on 2 cores of an Intel Xeon with AMX
-(2026-12-04), medians of 9 interleaved, with glibc's defaults: 82.6 ms in one pass, 70.2 in two.
+(2026-12-04), medians of 9 interleaved, with glibc's defaults: 82.6 ms in one pass, 70.2 in two. Without AMX
+every product of a prompt (`linear_onednn` too) also runs in passes of at most `cpp_build.MOST_ROWS_PER_PASS`
+rows, which oneDNN's AVX512-BF16 products run faster (measured there).
 
 `install()` plugs them into `minivlm.core.layers.hooks`: then `layers.linear` uses `linear` for inputs of at most
 MAX_ROWS rows and `linear_onednn` for more, `layers.attention` uses `attend` for one new token without a mask,
