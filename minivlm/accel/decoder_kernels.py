@@ -44,6 +44,7 @@ last float32 bit (tests/accel/test_decoder_kernels.py).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -107,13 +108,19 @@ def handles_linear_onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> boo
             and onednn_computes_bfloat16())
 
 
+def in_row_passes(x: Tensor, passes: int, rows_fn: Callable[[Tensor], Tensor], out_width: int) -> Tensor:
+    """`rows_fn` on x [..., in] as [rows, in], in `passes` passes of rows, the outputs stacked back -> [..., out]."""
+    rows = x.reshape(-1, x.shape[-1])  # [rows, in]
+    out = [rows_fn(part) for part in rows.tensor_split(passes)]  # [rows / passes, out] each: contiguous parts
+    return (out[0] if len(out) == 1 else torch.cat(out)).view(*x.shape[:-1], out_width)  # [..., out]
+
+
 def linear_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """F.linear(x, weight, bias) as oneDNN's linear op, the bias added to the float32 sums before the one rounding
     (check `handles_linear_onednn` first), in `row_passes` passes of rows."""
-    rows = x.reshape(-1, x.shape[-1])  # [rows, in]
-    parts = rows.tensor_split(row_passes(len(rows), weight.shape[0] * x.element_size()))
-    out = [torch.ops.mkldnn._linear_pointwise(part, weight, bias, "none", [], "") for part in parts]
-    return (out[0] if len(out) == 1 else torch.cat(out)).view(*x.shape[:-1], weight.shape[0])  # [..., out]
+    passes = row_passes(x.numel() // x.shape[-1], weight.shape[0] * x.element_size())
+    return in_row_passes(x, passes, lambda part: torch.ops.mkldnn._linear_pointwise(part, weight, bias, "none", [], ""),
+                         weight.shape[0])
 
 
 def handles_attention(q: Tensor, k: Tensor, v: Tensor) -> bool:
@@ -177,10 +184,8 @@ def swiglu_passes(x: Tensor, up: Tensor, down: Tensor) -> int:
 def swiglu(x: Tensor, up: Tensor, down: Tensor, passes: int | None = None) -> Tensor:
     """`layers.swiglu(x, up, down)` on x [..., in] in `passes` passes of rows (`swiglu_passes` unless given), each
     as the plain MLP."""
-    rows = x.reshape(-1, x.shape[-1])  # [rows, in]
-    parts = rows.tensor_split(passes or swiglu_passes(x, up, down))  # [rows / passes, in] each: contiguous
-    out = torch.cat([layers.linear(layers.silu_gate(layers.linear(part, up)), down) for part in parts])
-    return out.view(*x.shape[:-1], down.shape[0])  # [..., out]
+    return in_row_passes(x, passes or swiglu_passes(x, up, down),
+                         lambda part: layers.linear(layers.silu_gate(layers.linear(part, up)), down), down.shape[0])
 
 
 def _swiglu_hook(x: Tensor, up: Tensor, down: Tensor) -> Tensor | None:
