@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -27,19 +28,21 @@ OFFICIAL_CODE = "modeling_jvlm.py"
 
 
 def check_official_dir(path: str) -> Path:
-    """Fail early, before minutes of timing, if DIR or transformers cannot run the official code."""
+    """Fail early, before minutes of timing, if DIR or transformers cannot run the official code. transformers'
+    version is read from its package metadata, not imported: the import alone adds 63 MB to the process (2026-12-04,
+    transformers 4.57.6), which would land in the peak RSS the bench reports as minivlm's own (measured before the
+    official model is built, `prepare_official`, which imports it)."""
     root = Path(path)
     if not (root / OFFICIAL_CODE).is_file() or not (root / "config.json").is_file():
         raise SystemExit(f"--official {path}: no {OFFICIAL_CODE} and config.json there; point it at a download of "
                          f"jinaai/jina-vlm that includes its remote code (make weights)")
     try:
-        import transformers
-    except ImportError:
+        version = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
         raise SystemExit("--official needs transformers: pip install 'transformers>=4.53,<4.58'") from None
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    major, minor = (int(part) for part in version.split(".")[:2])
     if not (4, 53) <= (major, minor) < (4, 58):
-        raise SystemExit(f"--official: transformers {transformers.__version__} is installed; the official code "
-                         f"runs with 4.53 to 4.57")
+        raise SystemExit(f"--official: transformers {version} is installed; the official code runs with 4.53 to 4.57")
     return root
 
 

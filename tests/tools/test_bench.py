@@ -4,6 +4,7 @@ whose rooflines are consistent."""
 import json
 import statistics
 import sys
+from importlib import metadata
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from conftest import FIXTURE_DIR
 from minivlm.formats.config_json import load_config
 from minivlm.formats.weights import expected_shapes, unused_keys
 from minivlm.tools import bench, probes
-from minivlm.tools.bench_official import official_inputs
+from minivlm.tools.bench_official import check_official_dir, official_inputs
 from minivlm.tools.flops import Product, prompt_flops
 
 KEYS = {"vision_s", "ttft_s", "decode_tok_s", "bandwidth_gbps", "roofline_pct", "peak_rss_gb", "weight_gb",
@@ -110,11 +111,31 @@ def test_official_needs_the_remote_code_and_transformers(tmp_path, monkeypatch):
         bench.main(["--random-init", "--official", str(tmp_path)])
     for name in ("modeling_jvlm.py", "config.json"):
         (tmp_path / name).write_text("")
-    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    def installed(version):
+        def version_of(name):
+            if version is None:
+                raise metadata.PackageNotFoundError(name)
+            return version
+        monkeypatch.setattr(metadata, "version", version_of)
+
+    installed(None)
     with pytest.raises(SystemExit, match="--official needs transformers"):
+        bench.main(["--random-init", "--official", str(tmp_path)])
+    installed("4.58.1")
+    with pytest.raises(SystemExit, match="transformers 4.58.1 is installed; the official code runs with 4.53 to 4.57"):
         bench.main(["--random-init", "--official", str(tmp_path)])
     with pytest.raises(SystemExit, match="on the CPU only"):
         bench.main(["--random-init", "--device", "cuda", "--official", str(tmp_path)])
+
+
+def test_official_check_does_not_import_transformers(tmp_path, monkeypatch):
+    """The peak RSS the bench reports is minivlm's own: checking transformers' version must not import it (63 MB)."""
+    for name in ("modeling_jvlm.py", "config.json"):
+        (tmp_path / name).write_text("")
+    monkeypatch.setattr(metadata, "version", lambda name: "4.57.6")
+    monkeypatch.delitem(sys.modules, "transformers", raising=False)
+    assert check_official_dir(str(tmp_path)) == tmp_path
+    assert "transformers" not in sys.modules
 
 
 def test_official_inputs_add_the_batch_axis():
