@@ -29,7 +29,7 @@ OFFICIAL_CODE = "modeling_jvlm.py"
 
 def check_official_dir(path: str) -> Path:
     """Fail early, before minutes of timing, if DIR or transformers cannot run the official code. transformers'
-    version is read from its package metadata, not imported: the import alone adds 63 MB to the process (2026-12-04,
+    version is read from its package metadata, not imported: the import alone adds 65 MB to the process (2026-12-04,
     transformers 4.57.6), which would land in the peak RSS the bench reports as minivlm's own (measured before the
     official model is built, `prepare_official`, which imports it)."""
     root = Path(path)
