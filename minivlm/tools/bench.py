@@ -12,6 +12,7 @@ roofline; `ttft_roofline_pct` and `vision_roofline_pct` are how much of it we re
 full-size official architecture (minivlm/configs/jina-vlm, 2.48 B parameters) with random weights, so speed can
 be measured without the 5 GB download.
 `--follow-up` also times a follow-up question in the same conversation (the first turn in the KV cache).
+`--breakdown` also runs one first token with every speed-up hook timed (breakdown.py): where its time goes.
 `--official DIR` times the official implementation too, on the same prompt in the same run, its timed runs
 interleaved with ours (bench_official.py; both models are held at once, about twice the weights' memory).
 Random weights and the synthetic prompt come from random_init.py (shared with bench_official.py).
@@ -41,6 +42,7 @@ from ..formats.config_json import load_config
 from ..generate import DTYPES
 from ..devices import check_device, device_time
 from ..vlm import VLM, generate_ids, load
+from .breakdown import first_token_breakdown
 from .flops import prompt_flops, prompt_products
 from .probes import (decode_bytes_per_token, kv_cache_bytes_per_token, matmul_tflops, peak_rss_gb,
                      read_bandwidth_gbps, read_rate_gbps, time_products)
@@ -66,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--follow-up", action="store_true",
                    help="also time a follow-up question in the same conversation (its prompt tokens only, the first "
                         "turn in the KV cache): its time to first token, next to the first question's")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also run one first token with every installed speed-up hook timed, and print where its time "
+                        "went (vision, then prefill: each hook's own seconds, and the rest)")
     p.add_argument("--compile", action="store_true",
                    help="the ViT's blocks through torch.compile (as minivlm.load(compile=True)); the compile runs in "
                         "the warm-up, its time is reported as compile_s")
@@ -222,6 +227,7 @@ def main(argv=None) -> dict:
         products.append(products_alone())
         if args.official:
             official_runs.append(time_official_once(official_vlm, official_batch, args.new_tokens))
+    breakdown = first_token_breakdown(weights, cfg, batch, dtype) if args.breakdown else None
     bandwidth = read_bandwidth_gbps(device)
     rates_after = matmul_tflops(device, dtype)
     tflops, burst_tflops = max(rates_before[0], rates_after[0]), max(rates_before[1], rates_after[1])
@@ -280,6 +286,8 @@ def main(argv=None) -> dict:
         result["compile_s"] = compile_s  # the warm-up's vision pass, compiling included
     if follow_up is not None:
         result.update(follow_up)
+    if breakdown is not None:
+        result["breakdown"] = {row: {"calls": calls, "s": seconds} for row, (calls, seconds) in breakdown.items()}
     rows = [("vision", f"{result['vision_s']:.3f} s"), ("time to first token", f"{result['ttft_s']:.3f} s"),
             ("decode", f"{decode_tok_s:.2f} tokens/s"), ("memory bandwidth (read)", f"{bandwidth:.1f} GB/s"),
             ("decode roofline", f"{result['roofline_tok_s']:.2f} tokens/s ({result['bytes_per_token_gb']:.2f} GB "
@@ -313,6 +321,10 @@ def main(argv=None) -> dict:
           + (f", ViT compiled (warm-up with the compile: {compile_s:.1f} s)" if compile_s is not None else ""))
     for name, value in rows:
         print(f"  {name:<24} {value}")
+    if breakdown is not None:
+        print("\n  where one more first token's time went (each hook's own time; rest: outside any hook)")
+        for row, (calls, seconds) in breakdown.items():
+            print(f"  {row:<48} {seconds:8.3f} s  ({calls} calls)")
     print(json.dumps(result))
     return result
 

@@ -72,9 +72,10 @@ def assert_decode_bytes_are_weights_and_kv_cache(result: dict, config_dir, items
 
 
 def test_bench_random_init_small_config(capsys):
-    """--random-init with --config: the fixture's (tiny) architecture with fresh random weights, in bfloat16."""
+    """--random-init with --config: the fixture's (tiny) architecture with fresh random weights, in bfloat16; with
+    --breakdown."""
     result = bench.main(["--random-init", "--config", str(FIXTURE_DIR), "--image", "640x480", "--new-tokens", "3",
-                         "--repeat", "2"])
+                         "--repeat", "2", "--breakdown"])
     assert result["crops"] == 5 and result["dtype"] == "bfloat16" and result["repeat"] == 2
     assert KEYS <= set(result) and isinstance(result["cpu_kernels"], bool)
     assert_compute_roofline_consistent(result, FIXTURE_DIR)
@@ -83,6 +84,9 @@ def test_bench_random_init_small_config(capsys):
     assert [set(run) for run in result["runs"]] == [set(bench.TIMED)] * 2
     for key in bench.TIMED:
         assert result[key] == pytest.approx(statistics.median(run[key] for run in result["runs"]))
+    # --breakdown: one more first token, hook by hook (tests/tools/test_breakdown.py), in the JSON and printed
+    assert {"vision: total", "vision: rest", "prefill: total", "prefill: rest"} <= set(result["breakdown"])
+    assert "where one more first token's time went" in capsys.readouterr().out
 
 
 def test_follow_up_reports_both_times_to_first_token(capsys):
