@@ -1,4 +1,4 @@
-// AVX-512 helpers both C++ kernels share (decoder_kernels.cpp, amx_attention.cpp); cpp_build.py copies this header
+// AVX-512 helpers both C++ kernels share (decoder_kernels.cpp, cpu_attention.cpp); cpp_build.py copies this header
 // beside each source it builds.
 #pragma once
 #include <immintrin.h>
@@ -30,7 +30,7 @@ static inline __m512 exp2_float(__m512 t) {
   return exp2_polynomial(t, c);
 }
 
-// 2^t for values that are then rounded to bfloat16 (the AMX attention's softmax numerators): degree 3, relative
+// 2^t for values that are then rounded to bfloat16 (the CPU attention kernel's softmax numerators): degree 3, relative
 // error 7.5e-5 at most, 50 x below bfloat16's rounding; two multiply-adds fewer per 16 values than exp2_float.
 static inline __m512 exp2_for_bf16(__m512 t) {
   static constexpr float c[] = {5.517161e-02f, 2.4261112e-01f, 6.93261e-01f, 9.9992807e-01f};
