@@ -48,17 +48,13 @@ def timed_hooks(phase: str, rows: dict[str, list]) -> Iterator[None]:
         def timed(*args):
             child_seconds.append(0.0)
             start = time.perf_counter()
-            try:
-                out = hook(*args)
-            finally:
-                seconds = time.perf_counter() - start
-                inner = child_seconds.pop()
+            out = hook(*args)  # an exception ends the timing: the stack is this `with` block's alone
+            seconds = time.perf_counter() - start
+            inner = child_seconds.pop()
+            if out is not None:  # declined (None): no row; the caller, a hook or the rest, keeps this time
                 child_seconds[-1] += seconds  # the caller's own time excludes this call
-            if out is not None:
                 row = rows.setdefault(f"{phase}: {_row(name, args)}", [0, 0.0])
                 row[0], row[1] = row[0] + 1, row[1] + seconds - inner
-            else:  # declined: no row; the caller (a hook, or the bottom: the rest) keeps this time as its own
-                child_seconds[-1] -= seconds
             return out
         return timed
 
@@ -76,21 +72,21 @@ def first_token_breakdown(weights: dict, cfg: ModelConfig, batch: dict, dtype: t
     hooks the most time first, then its "rest" (its time outside any hook) and "total" rows."""
     device = batch["input_ids"].device
     rows: dict[str, list] = {}
+    totals: dict[str, float] = {}
     start = device_time(device)
     with torch.inference_mode(), timed_hooks("vision", rows):
         features = encode_images(weights, cfg, batch["images"], batch["image_masks"])
-    rows["vision: total"] = [1, device_time(device) - start]
+    totals["vision"] = device_time(device) - start
     start = device_time(device)
     with timed_hooks("prefill", rows):
         generate_ids(weights, cfg, batch, max_new_tokens=1, settings=SamplingSettings(), stop_ids=[], dtype=dtype,
                      features=features)
-    rows["prefill: total"] = [1, device_time(device) - start]
+    totals["prefill"] = device_time(device) - start
     ordered: dict[str, list] = {}  # each phase's hooks, the most time first, then its rest and its total
-    for phase in ("vision", "prefill"):
-        hooks = sorted(((row, r) for row, r in rows.items() if row.startswith(f"{phase}: ")
-                        and row != f"{phase}: total"), key=lambda item: -item[1][1])
+    for phase, total in totals.items():
+        hooks = sorted(((row, r) for row, r in rows.items() if row.startswith(f"{phase}: ")),
+                       key=lambda item: -item[1][1])
         ordered.update(hooks)
-        total = rows[f"{phase}: total"]
-        ordered[f"{phase}: rest"] = [1, total[1] - sum(seconds for _, (_, seconds) in hooks)]
-        ordered[f"{phase}: total"] = total
+        ordered[f"{phase}: rest"] = [1, total - sum(seconds for _, (_, seconds) in hooks)]
+        ordered[f"{phase}: total"] = [1, total]
     return ordered
